@@ -1,0 +1,176 @@
+"""A user's own images: a folder with one subfolder per class, or a zip of one.
+
+Unreadable or corrupt files are skipped and counted in a :class:`FolderReport`, never a crash.
+A zip is unpacked only under its target folder: members with absolute paths, ``..`` parts or
+links are refused, and the unpacked size and file count are bounded (a zip bomb stops at the
+bound with :class:`UnsafeArchiveError`). Paths typed by a person are checked against the data
+roots with :func:`check_inside`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from core.data import Dataset, DatasetInfo
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_UNPACKED_BYTES = 512 * 2**20
+MAX_FILES = 100_000
+
+
+class UnsafeArchiveError(ValueError):
+    """A zip that would write outside its folder, or unpack beyond the bounds."""
+
+
+class EmptyDatasetError(ValueError):
+    """A folder with no readable images in class subfolders."""
+
+
+@dataclass(frozen=True)
+class FolderReport:
+    """What loading a folder found.
+
+    Attributes:
+        loaded: images read.
+        skipped: ``(relative path, reason)`` for every file that was not an image or was corrupt.
+        classes: class names, from the subfolder names, sorted.
+    """
+
+    loaded: int
+    skipped: tuple[tuple[str, str], ...]
+    classes: tuple[str, ...]
+
+    def summary(self) -> str:
+        """One line for a person."""
+        text = f"{self.loaded} images in {len(self.classes)} classes"
+        return text + (f"; {len(self.skipped)} files skipped (unreadable)" if self.skipped else "")
+
+
+@dataclass(frozen=True)
+class LoadedFolder:
+    """A folder dataset and the report of loading it."""
+
+    dataset: Dataset
+    report: FolderReport
+
+
+def check_inside(path: str | Path, roots: list[Path]) -> Path:
+    """``path`` resolved, if it lies under one of ``roots``.
+
+    Raises:
+        PermissionError: it lies outside every root (after resolving links and ``..``).
+    """
+    resolved = Path(path).expanduser().resolve()
+    if not any(resolved.is_relative_to(r.expanduser().resolve()) for r in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise PermissionError(f"{path} is outside the data folders ({allowed}).")
+    return resolved
+
+
+def safe_extract(
+    archive: str | Path,
+    target: str | Path,
+    max_bytes: int = MAX_UNPACKED_BYTES,
+    max_files: int = MAX_FILES,
+) -> Path:
+    """Unpacks a zip into ``target``, refusing anything that could escape or explode.
+
+    Raises:
+        UnsafeArchiveError: an absolute or ``..`` path, a link, too many files, or more than
+            ``max_bytes`` unpacked (counted as bytes are written, not as the zip claims).
+        zipfile.BadZipFile: not a zip.
+    """
+    target = Path(target)
+    with zipfile.ZipFile(archive) as zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        if len(members) > max_files:
+            raise UnsafeArchiveError(f"The zip holds {len(members)} files (limit {max_files}).")
+        for member in members:
+            parts = PurePosixPath(member.filename.replace("\\", "/")).parts
+            if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+                raise UnsafeArchiveError(f"The zip member {member.filename!r} points outside.")
+            if stat.S_ISLNK(member.external_attr >> 16):
+                raise UnsafeArchiveError(f"The zip member {member.filename!r} is a link.")
+        if sum(m.file_size for m in members) > max_bytes:
+            raise UnsafeArchiveError(f"The zip unpacks to more than {max_bytes >> 20} MiB.")
+        target.mkdir(parents=True, exist_ok=True)
+        written = 0
+        try:
+            for member in members:
+                dest = target.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, open(dest, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise UnsafeArchiveError(
+                                f"The zip unpacks to more than {max_bytes >> 20} MiB."
+                            )
+                        out.write(chunk)
+        except UnsafeArchiveError:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+    return target
+
+
+def _class_root(folder: Path) -> Path:
+    """The folder whose subfolders are classes (descends through a single wrapping folder)."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and entries[0].is_dir() and any(p.is_dir() for p in entries[0].iterdir()):
+        return entries[0]
+    return folder
+
+
+def load_image_folder(
+    folder: str | Path, image_size: int = 32, channels: int = 3, max_images: int = 50_000
+) -> LoadedFolder:
+    """Reads ``folder/<class>/<image>`` into a dataset of ``[N, channels, S, S]`` images.
+
+    Raises:
+        EmptyDatasetError: no class subfolder holds a readable image.
+        FileNotFoundError: the folder does not exist.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No folder {folder}.")
+    root = _class_root(folder)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    images, labels, skipped = [], [], []
+    mode = "RGB" if channels == 3 else "L"
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if not path.is_file() or len(images) >= max_images:
+                continue
+            rel = str(path.relative_to(root))
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append((rel, "not an image file"))
+                continue
+            try:
+                with Image.open(path) as img:
+                    img = img.convert(mode).resize((image_size, image_size), Image.BILINEAR)
+                    pixels = np.asarray(img, dtype=np.float32) / 255.0
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+                skipped.append((rel, f"unreadable: {type(err).__name__}"))
+                continue
+            images.append(pixels.reshape(image_size, image_size, channels).transpose(2, 0, 1))
+            labels.append(label)
+    report = FolderReport(len(images), tuple(skipped), tuple(classes))
+    if not images:
+        raise EmptyDatasetError(
+            f"No readable images in class subfolders of {folder.name} ({report.summary()})."
+        )
+    info = DatasetInfo(
+        name=f"folder:{folder.name}",
+        class_names=tuple(classes),
+        input_shape=(channels, image_size, image_size),
+        source=str(folder),
+    )
+    data = Dataset(info, np.stack(images), np.asarray(labels, dtype=np.int64), {})
+    return LoadedFolder(data, report)

@@ -1,0 +1,182 @@
+"""Training a model on a dataset, epoch by epoch, into a run folder.
+
+The loop is plain PyTorch: AdamW with a one-cycle learning rate, batches drawn from a seeded
+permutation, one checkpoint per epoch written atomically (see :mod:`core.runs`). It reports
+every step to a progress callback and checks a stop callback between steps; a stopped or
+killed run keeps its last complete epoch. With the same config on the CPU, the weights hash is
+the same every time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.data import Dataset, adapt_images, load_dataset, split_indices
+from core.device import pick_device
+from core.evaluation import predict
+from core.models import TORCHVISION_PREFIX, build_model
+from core.runs import RunWriter
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run.
+
+    Attributes:
+        model: architecture name (``cnn``, ``mlp``, ``resnet``, ``vit``, ``tv:<name>``).
+        dataset: dataset name (see :data:`core.data.DATASETS`).
+        n_samples: samples to generate or draw (``None``: the dataset's default / all).
+        image_size: resize images to this side (``None``: the dataset's own).
+        epochs: passes over the training split.
+        batch_size: samples per step.
+        lr: peak learning rate of the one-cycle schedule.
+        weight_decay: AdamW weight decay.
+        seed: seeds the data, the split, the initial weights and the batch order.
+        device: ``auto`` (cuda, mps, cpu) or a device string.
+    """
+
+    model: str = "cnn"
+    dataset: str = "shapes"
+    n_samples: int | None = None
+    image_size: int | None = None
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What the progress callback receives after each step.
+
+    Attributes:
+        epoch: 1-based epoch in progress.
+        epochs: epochs in the run.
+        step: 1-based step within the epoch.
+        steps_per_epoch: steps in one epoch.
+        loss: this step's training loss.
+        history: per-epoch metrics completed so far.
+    """
+
+    epoch: int
+    epochs: int
+    step: int
+    steps_per_epoch: int
+    loss: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float:
+        """Share of all steps done, for a progress bar."""
+        done = (self.epoch - 1) * self.steps_per_epoch + self.step
+        return done / (self.epochs * self.steps_per_epoch)
+
+
+def model_input_shape(config: TrainConfig, data: Dataset) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` the model takes: the data's, with 3 channels for torchvision models."""
+    c, h, w = data.info.input_shape
+    if config.model.startswith(TORCHVISION_PREFIX):
+        c = 3
+    return (c, h, w)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    name: str | None = None,
+    runs_root: str | Path | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    data: Dataset | None = None,
+) -> Path | None:
+    """Trains ``config`` into a new run folder and returns its path.
+
+    Args:
+        config: what to train.
+        name: the run's name (default: ``<model>-<dataset>-<time>``); made unique.
+        runs_root: where runs live (default :func:`core.runs.runs_root`).
+        progress: called after every step.
+        should_stop: checked between steps; when it returns True, training ends and the run
+            keeps its last complete epoch.
+        data: the dataset, if already loaded (must match ``config``).
+
+    Returns:
+        The run folder, or ``None`` if stopped before the first epoch completed (nothing kept).
+    """
+    torch.manual_seed(config.seed)
+    device = pick_device(None if config.device == "auto" else config.device)
+    data = data or load_dataset(
+        config.dataset, n=config.n_samples, seed=config.seed, image_size=config.image_size
+    )
+    input_shape = model_input_shape(config, data)
+    images = adapt_images(data.images, input_shape)
+    splits = split_indices(len(data), config.seed)
+    model = build_model(config.model, input_shape, len(data.info.class_names)).to(device)
+
+    steps_per_epoch = max(1, len(splits.train) // config.batch_size)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.25
+    )
+    train_x = torch.from_numpy(images[splits.train])
+    train_y = torch.from_numpy(data.labels[splits.train])
+    order_rng = torch.Generator().manual_seed(config.seed)
+    writer = RunWriter.create(config, data.info, input_shape, name=name, root=runs_root)
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    try:
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            order = torch.randperm(len(train_x), generator=order_rng)
+            losses, correct = [], 0
+            for step in range(1, steps_per_epoch + 1):
+                if should_stop is not None and should_stop():
+                    raise _Stopped
+                idx = order[(step - 1) * config.batch_size : step * config.batch_size]
+                x, y = train_x[idx].to(device), train_y[idx].to(device)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                losses.append(loss.item())
+                correct += int((logits.argmax(1) == y).sum())
+                if progress is not None:
+                    progress(
+                        TrainProgress(epoch, config.epochs, step, steps_per_epoch, losses[-1], history)
+                    )
+            model.eval()
+            val = predict(model, images[splits.val], data.labels[splits.val])
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": float(np.mean(losses)),
+                    "train_accuracy": correct / (steps_per_epoch * config.batch_size),
+                    "val_loss": val.loss,
+                    "val_accuracy": val.accuracy,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+            writer.save_epoch(model, history)
+    except _Stopped:
+        model.load_state_dict(writer.last_state)
+    model.eval()
+    if not history:
+        writer.discard()
+        return None
+    test = predict(model, images[splits.test], data.labels[splits.test])
+    return writer.finish(test_accuracy=test.accuracy, stopped=len(history) < config.epochs)
+
+
+class _Stopped(Exception):
+    """Raised inside the loop when ``should_stop`` says so."""

@@ -1,0 +1,1 @@
+"""Streamlit glue: cached calls into ``core``, the shared sidebar, figure builders. No torch."""
