@@ -308,3 +308,63 @@ class RunWriter:
     def discard(self) -> None:
         """Deletes the folder (a run stopped before its first epoch)."""
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def import_run(
+    arch: str,
+    weights: str | Path,
+    dataset: str = "shapes",
+    *,
+    image_size: int | None = None,
+    n_samples: int | None = None,
+    dataset_path: str | Path | None = None,
+    name: str | None = None,
+    root: str | Path | None = None,
+) -> Path:
+    """Makes a run from a weights file the user brings, scored on the dataset's test split.
+
+    Args:
+        arch: architecture name (built-in or ``tv:<name>``).
+        weights: ``.safetensors``/``.pt``/``.pth`` state dict for ``arch``.
+        dataset: dataset name, or ``folder`` with ``dataset_path``.
+        image_size: the model's input side (default: the dataset's).
+        n_samples: dataset size, as in :class:`core.train.TrainConfig`.
+        dataset_path: an image folder, for ``dataset="folder"``.
+        name: the run's name (made unique).
+        root: runs root (default :func:`runs_root`).
+
+    Raises:
+        core.models.WeightsMismatchError, core.io.UnsafeFileError: the file does not fit;
+            nothing is written.
+    """
+    from core.data import load_dataset
+    from core.evaluation import predict
+    from core.folder import load_image_folder
+    from core.io import load_state_dict
+    from core.models import TORCHVISION_PREFIX
+
+    if dataset == "folder":
+        data = load_image_folder(dataset_path, image_size=image_size or 32).dataset
+    else:
+        data = load_dataset(dataset, n=n_samples, seed=0, image_size=image_size)
+    c, h, w = data.info.input_shape
+    input_shape = (3 if arch.startswith(TORCHVISION_PREFIX) else c, h, w)
+    state = load_state_dict(weights)
+    model = build_model(arch, input_shape, len(data.info.class_names), weights=state)
+    config = {
+        "model": arch,
+        "dataset": dataset,
+        "n_samples": n_samples,
+        "image_size": image_size,
+        "epochs": 0,
+        "seed": 0,
+        "dataset_path": str(dataset_path) if dataset_path else None,
+        "weights_file": Path(weights).name,
+    }
+    images = adapt_images(data.images, input_shape)
+    test = split_indices(len(data), 0).test
+    accuracy = predict(model, images[test], data.labels[test]).accuracy
+    stem = name or f"{arch.removeprefix(TORCHVISION_PREFIX)}-{data.info.name}"
+    writer = RunWriter.create(config, data.info, input_shape, name=stem, root=root, status="imported")
+    writer.save_weights(state)
+    return writer.finish(test_accuracy=accuracy)

@@ -1,0 +1,71 @@
+"""Plotly figure builders shared by the pages. Inputs are numpy arrays; no torch here.
+
+Every figure gets :data:`PLOTLY_CONFIG`, whose mode-bar camera button downloads it as PNG.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+PLOTLY_CONFIG = {
+    "displaylogo": False,
+    "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "layerscope"},
+}
+DIVERGING = "RdBu_r"
+SEQUENTIAL = "Viridis"
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """``[C, H, W]`` float image in ``[0, 1]`` (C = 1 or 3) -> ``[H, W, 3]`` uint8."""
+    image = np.clip(np.nan_to_num(image), 0, 1)
+    if image.shape[0] == 1:
+        image = np.repeat(image, 3, axis=0)
+    return (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def image_figure(image: np.ndarray, title: str = "", height: int = 260) -> go.Figure:
+    """An input image ``[C, H, W]`` shown pixel-exact, without axes."""
+    fig = go.Figure(go.Image(z=to_rgb_uint8(image)))
+    return style_image_axes(fig, title, height)
+
+
+def overlay_figure(
+    image: np.ndarray,
+    heat: np.ndarray,
+    title: str = "",
+    colorscale: str = DIVERGING,
+    zmid: float | None = 0.0,
+    zmax: float | None = None,
+    opacity: float = 0.6,
+    height: int = 260,
+) -> go.Figure:
+    """A heatmap ``[H, W]`` over an image ``[C, H, W]`` of the same size (grey underneath)."""
+    grey = to_rgb_uint8(image).mean(axis=2, keepdims=True).repeat(3, axis=2).astype(np.uint8)
+    fig = go.Figure(go.Image(z=grey))
+    limit = zmax if zmax is not None else float(np.nanmax(np.abs(heat))) or 1.0
+    fig.add_trace(
+        go.Heatmap(
+            z=heat,
+            colorscale=colorscale,
+            zmid=zmid,
+            zmin=-limit if zmid is not None else None,
+            zmax=limit,
+            opacity=opacity,
+            showscale=False,
+            hovertemplate="x %{x}, y %{y}: %{z:.3g}<extra></extra>",
+        )
+    )
+    return style_image_axes(fig, title, height)
+
+
+def style_image_axes(fig: go.Figure, title: str = "", height: int = 260) -> go.Figure:
+    """Square pixels, y down, no ticks, tight margins."""
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=13)) if title else None,
+        height=height,
+        margin=dict(l=4, r=4, t=28 if title else 4, b=4),
+    )
+    return fig
