@@ -125,9 +125,33 @@ def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.cpu().numpy()
 
 
-def capture(
-    model: nn.Module, inputs: torch.Tensor | np.ndarray, layers: Sequence[str]
-) -> Capture:
+def _hooked_pass(
+    model: nn.Module, x: torch.Tensor, names: list[str], overwritten: set[str]
+) -> tuple[dict[str, tuple[torch.Tensor, int]], Any]:
+    """One forward pass keeping ``(output, version at hook time)`` per layer.
+
+    Outputs of layers in ``overwritten`` are cloned in the hook; the others are kept by reference.
+    """
+    seen: dict[str, tuple[torch.Tensor, int]] = {}
+
+    def keep(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            tensor = first_tensor(output)
+            if tensor is None or name in seen:
+                return
+            tensor = tensor.detach()
+            if name in overwritten:
+                tensor = tensor.clone()
+            seen[name] = (tensor, tensor._version)
+
+        return hook
+
+    with forward_hooks(model, {n: keep(n) for n in names}), torch.no_grad():
+        logits = model(x)
+    return seen, logits
+
+
+def capture(model: nn.Module, inputs: torch.Tensor | np.ndarray, layers: Sequence[str]) -> Capture:
     """Runs one forward pass and returns the outputs of ``layers``.
 
     Safe to call from several threads on one model: passes are serialised by the model's lock.
@@ -145,22 +169,7 @@ def capture(
     with model_lock(model):
         overwritten = _overwritten.setdefault(model, set())
         while True:
-            seen: dict[str, tuple[torch.Tensor, int]] = {}
-
-            def keep(name: str) -> Callable[[nn.Module, Any, Any], None]:
-                def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-                    tensor = first_tensor(output)
-                    if tensor is None or name in seen:
-                        return
-                    tensor = tensor.detach()
-                    if name in overwritten:
-                        tensor = tensor.clone()
-                    seen[name] = (tensor, tensor._version)
-
-                return hook
-
-            with forward_hooks(model, {n: keep(n) for n in names}), torch.no_grad():
-                logits = model(x)
+            seen, logits = _hooked_pass(model, x, names, overwritten)
             changed = {n for n, (t, v) in seen.items() if t._version != v}
             if not changed:
                 break

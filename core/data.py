@@ -195,7 +195,8 @@ def _shape_masks(labels: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray
         0: lambda i: rho[i] <= 0.95,
         1: lambda i: np.maximum(abs(u[i]), abs(v[i])) <= 0.8,
         2: lambda i: (v[i] >= -0.55) & (v[i] <= 1.0 - 1.732 * abs(u[i])),
-        3: lambda i: ((abs(u[i]) <= 0.3) | (abs(v[i]) <= 0.3)) & (np.maximum(abs(u[i]), abs(v[i])) <= 0.95),
+        3: lambda i: ((abs(u[i]) <= 0.3) | (abs(v[i]) <= 0.3))
+        & (np.maximum(abs(u[i]), abs(v[i])) <= 0.95),
         4: lambda i: rho[i] <= 0.55 + 0.45 * np.cos(5 * phi[i]),
         5: lambda i: (rho[i] <= 0.95) & (rho[i] >= 0.55),
     }  # fmt: skip
@@ -245,7 +246,9 @@ def make_shapes(n: int = 10_000, seed: int = 0, size: int = 32) -> Dataset:
         ]
     ).astype(np.float32)
     colours = np.array(list(COLOURS.values()), dtype=np.float32)
-    foreground = colours[factors["colour"]][:, :, None, None] * patterns[factors["texture"]][:, None]
+    foreground = (
+        colours[factors["colour"]][:, :, None, None] * patterns[factors["texture"]][:, None]
+    )
 
     backgrounds = np.empty((n, 3, size, size), dtype=np.float32)
     kind = factors["background"]
@@ -320,7 +323,7 @@ def make_idx_dataset(
 
 
 def data_root(root: str | Path | None = None) -> Path:
-    """Where downloaded datasets live: ``root``, ``$LAYERSCOPE_DATA``, or ``~/.cache/layerscope``."""
+    """Where datasets live: ``root``, ``$LAYERSCOPE_DATA``, or ``~/.cache/layerscope``."""
     return Path(root or os.environ.get("LAYERSCOPE_DATA") or Path.home() / ".cache" / "layerscope")
 
 

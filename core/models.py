@@ -15,6 +15,7 @@ lists the missing, unexpected and mis-shaped keys), a pickle that would run code
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -83,7 +84,7 @@ class TinyCNN(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...] = (16, 32, 64)):
         super().__init__()
         channels = (in_channels, *widths)
-        for i, (c_in, c_out) in enumerate(zip(channels, channels[1:], strict=False), start=1):
+        for i, (c_in, c_out) in enumerate(pairwise(channels), start=1):
             self.add_module(f"block{i}", _conv_block(c_in, c_out))
         self.head = _classifier(widths[-1], num_classes)
 
@@ -100,7 +101,7 @@ class MLP(nn.Module):
         super().__init__()
         self.flatten = nn.Flatten()
         widths = (in_features, *hidden)
-        for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False), start=1):
+        for i, (a, b) in enumerate(pairwise(widths), start=1):
             self.add_module(f"fc{i}", nn.Linear(a, b))
             self.add_module(f"relu{i}", nn.ReLU())
         self.head = nn.Linear(widths[-1], num_classes)
@@ -160,7 +161,9 @@ class SmallResNet(nn.Module):
         c_in = widths[0]
         for i, width in enumerate(widths, start=1):
             stride = 1 if i == 1 else 2
-            stage = nn.Sequential(ResidualBlock(c_in, width, stride), ResidualBlock(width, width, 1))
+            stage = nn.Sequential(
+                ResidualBlock(c_in, width, stride), ResidualBlock(width, width, 1)
+            )
             self.add_module(f"layer{i}", stage)
             c_in = width
         self.head = _classifier(widths[-1], num_classes)
@@ -202,7 +205,9 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
             OrderedDict(
-                fc1=nn.Linear(dim, dim * mlp_ratio), act=nn.GELU(), fc2=nn.Linear(dim * mlp_ratio, dim)
+                fc1=nn.Linear(dim, dim * mlp_ratio),
+                act=nn.GELU(),
+                fc2=nn.Linear(dim * mlp_ratio, dim),
             )
         )
 
@@ -330,4 +335,3 @@ def load_weights(model: nn.Module, weights: str | Path | dict[str, torch.Tensor]
         raise WeightsMismatchError(missing, unexpected, mismatched)
     model.load_state_dict(state)
     return model
-

@@ -365,6 +365,8 @@ def import_run(
     test = split_indices(len(data), 0).test
     accuracy = predict(model, images[test], data.labels[test]).accuracy
     stem = name or f"{arch.removeprefix(TORCHVISION_PREFIX)}-{data.info.name}"
-    writer = RunWriter.create(config, data.info, input_shape, name=stem, root=root, status="imported")
+    writer = RunWriter.create(
+        config, data.info, input_shape, name=stem, root=root, status="imported"
+    )
     writer.save_weights(state)
     return writer.finish(test_accuracy=accuracy)

@@ -16,8 +16,19 @@ from core.train import TrainConfig, train
 
 SHIPPED_CONFIGS = {
     "cnn-shapes": TrainConfig(model="cnn", dataset="shapes", epochs=4, device="cpu"),
-    "vit-shapes": TrainConfig(model="vit", dataset="shapes", epochs=12, lr=2e-3, device="cpu"),
-    "mlp-digits": TrainConfig(model="mlp", dataset="digits", epochs=10, batch_size=32, device="cpu"),
+    "vit-shapes": TrainConfig(
+        model="vit",
+        dataset="shapes",
+        n_samples=20_000,
+        epochs=15,
+        batch_size=128,
+        lr=1e-3,
+        weight_decay=0.05,
+        device="cpu",
+    ),
+    "mlp-digits": TrainConfig(
+        model="mlp", dataset="digits", epochs=10, batch_size=32, device="cpu"
+    ),
 }
 
 

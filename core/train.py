@@ -123,7 +123,9 @@ def train(
     model = build_model(config.model, input_shape, len(data.info.class_names)).to(device)
 
     steps_per_epoch = max(1, len(splits.train) // config.batch_size)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.25
     )
@@ -153,7 +155,9 @@ def train(
                 correct += int((logits.argmax(1) == y).sum())
                 if progress is not None:
                     progress(
-                        TrainProgress(epoch, config.epochs, step, steps_per_epoch, losses[-1], history)
+                        TrainProgress(
+                            epoch, config.epochs, step, steps_per_epoch, losses[-1], history
+                        )
                     )
             model.eval()
             val = predict(model, images[splits.val], data.labels[splits.val])
@@ -169,14 +173,63 @@ def train(
             )
             writer.save_epoch(model, history)
     except _Stopped:
+        if not history:
+            writer.discard()
+            return None
         model.load_state_dict(writer.last_state)
     model.eval()
-    if not history:
-        writer.discard()
-        return None
     test = predict(model, images[splits.test], data.labels[splits.test])
     return writer.finish(test_accuracy=test.accuracy, stopped=len(history) < config.epochs)
 
 
 class _Stopped(Exception):
     """Raised inside the loop when ``should_stop`` says so."""
+
+
+class TrainingJob:
+    """Training in a background thread, for a UI that polls it.
+
+    The UI keeps the job (e.g. in its session), shows :attr:`latest` as it changes, and calls
+    :meth:`stop` from a button; the run keeps its last complete epoch.
+
+    Attributes:
+        config: what is being trained.
+        latest: the most recent progress report (``None`` before the first step).
+        result: the run folder once finished (``None`` if stopped before one epoch).
+        error: the exception that ended training, if any.
+    """
+
+    def __init__(self, config: TrainConfig, name: str | None = None):
+        import threading
+
+        self.config = config
+        self.latest: TrainProgress | None = None
+        self.result: Path | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(name,), daemon=True)
+        self._thread.start()
+
+    def _work(self, name: str | None) -> None:
+        try:
+            self.result = train(
+                self.config,
+                name=name,
+                progress=lambda p: setattr(self, "latest", p),
+                should_stop=self._stop.is_set,
+            )
+        except Exception as err:  # reported to the UI, which shows it
+            self.error = err
+
+    def stop(self) -> None:
+        """Asks training to end after the current step."""
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        """Training has not ended yet."""
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Blocks until training ends (or ``timeout`` seconds pass)."""
+        self._thread.join(timeout)

@@ -80,12 +80,3 @@ def sample_image(name: str, sample: int) -> np.ndarray:
     """Validation sample ``sample`` of the run as ``[C, H, W]``."""
     run = loaded_run(name)
     return run.dataset.images[run.splits.val[sample]]
-
-
-# --- feature maps (issue 4) ---------------------------------------------------------------------
-
-# --- projections and report card (issue 5) ------------------------------------------------------
-
-# --- attention (issue 6) ------------------------------------------------------------------------
-
-# --- attributions (issue 7) ---------------------------------------------------------------------

@@ -39,6 +39,10 @@ def sidebar() -> Selection | None:
     if not names:
         st.sidebar.warning("No runs yet: train one on the Home page.")
         return None
+    pending = st.session_state.pop("select_run_next", None)
+    if pending in names:
+        st.session_state["run"] = pending
+        st.session_state["sample"] = 0
     if st.session_state.get("run") not in names:
         st.session_state["run"] = _initial_run(names)
     labels = {
@@ -69,9 +73,18 @@ def sidebar() -> Selection | None:
 
 
 def require_selection() -> Selection:
-    """The current selection, or stops the page with a message when there is no run."""
-    selection = st.session_state.get("selection")
+    """Draws the sidebar and returns its selection; stops the page when there is no run.
+
+    Every page calls this first, so the sidebar is drawn by whichever script runs.
+    """
+    selection = sidebar()
     if selection is None:
         st.info("There is no run to show yet. Train one on the Home page.")
         st.stop()
     return selection
+
+
+def select_run(name: str) -> None:
+    """Selects run ``name`` in the sidebar and reruns the app."""
+    st.session_state["select_run_next"] = name
+    st.rerun()
