@@ -19,7 +19,7 @@ system-deps:
 	@bash scripts/system_deps.sh
 
 run: $(STAMP)
-	$(VENV)/bin/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
+	$(VENV)/bin/python -m ui.serve --server.address $(ADDRESS) --server.port $(PORT)
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/python -m pytest

@@ -1,8 +1,9 @@
 """Capturing every layer vs a plain forward pass, side by side in one process.
 
 For ``cnn`` and ``tv:resnet18`` (64x64 input, batch 256, random weights): the median time of a
-plain forward pass, of :func:`core.activations.capture` over every layer, and their ratio. The
-last line is one JSON object of the figures (ratios named ``*_ratio``).
+plain forward pass, of :func:`core.activations.capture` over every layer, and their ratio, in
+wall time (``*_ratio``) and in process CPU time (``*_cpu_ratio``, steadier on a shared machine).
+The last line is one JSON object of the figures.
 
     python bench/capture.py [--batch 256] [--size 64] [--repeats 5]
 """
@@ -20,15 +21,16 @@ from core.activations import capture, list_layers
 from core.models import build_model
 
 
-def median_seconds(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs, after one warm-up run."""
+def median_seconds(fn, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``fn()`` over ``repeats`` runs, after one warm-up run."""
     fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -41,7 +43,10 @@ def main() -> None:
     shape = (3, args.size, args.size)
     x = torch.rand(args.batch, *shape)
     figures: dict[str, float] = {"batch": args.batch, "size": args.size}
-    print(f"{'model':<12} {'layers':>6} {'forward ms':>11} {'capture ms':>11} {'ratio':>6}")
+    print(
+        f"{'model':<12} {'layers':>6} {'forward ms':>11} {'capture ms':>11} {'ratio':>6} "
+        f"{'cpu ratio':>9}"
+    )
     for arch, key in (("cnn", "cnn"), ("tv:resnet18", "resnet18")):
         model = build_model(arch, shape, 10)
         names = [layer.name for layer in list_layers(model, shape)]
@@ -58,7 +63,8 @@ def main() -> None:
         for _ in range(2):
             plain.append(median_seconds(forward, args.repeats))
             captured.append(median_seconds(hooked, args.repeats))
-        t_plain, t_capture = min(plain), min(captured)
+        t_plain, t_capture = min(p[0] for p in plain), min(c[0] for c in captured)
+        cpu_ratio = min(c[1] for c in captured) / min(p[1] for p in plain)
         ratio = t_capture / t_plain
         figures.update(
             {
@@ -66,11 +72,12 @@ def main() -> None:
                 f"{key}_capture_ms": round(t_capture * 1e3, 1),
                 f"{key}_layers": len(names),
                 f"{key}_ratio": round(ratio, 3),
+                f"{key}_cpu_ratio": round(cpu_ratio, 3),
             }
         )
         print(
             f"{arch:<12} {len(names):>6} {t_plain * 1e3:>11.1f} {t_capture * 1e3:>11.1f} "
-            f"{ratio:>6.2f}"
+            f"{ratio:>6.2f} {cpu_ratio:>9.2f}"
         )
     print(json.dumps(figures))
 

@@ -189,21 +189,22 @@ SHAPE_FACTORS = (
 
 def _shape_masks(labels: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Inside-masks ``[N, H, W]`` for each sample's shape, in its own rotated unit frame."""
-    rho = np.hypot(u, v)
-    phi = np.arctan2(v, u)
+
+    def rho(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return np.sqrt(u * u + v * v)
+
     tests = {
-        0: lambda i: rho[i] <= 0.95,
-        1: lambda i: np.maximum(abs(u[i]), abs(v[i])) <= 0.8,
-        2: lambda i: (v[i] >= -0.55) & (v[i] <= 1.0 - 1.732 * abs(u[i])),
-        3: lambda i: ((abs(u[i]) <= 0.3) | (abs(v[i]) <= 0.3))
-        & (np.maximum(abs(u[i]), abs(v[i])) <= 0.95),
-        4: lambda i: rho[i] <= 0.55 + 0.45 * np.cos(5 * phi[i]),
-        5: lambda i: (rho[i] <= 0.95) & (rho[i] >= 0.55),
-    }  # fmt: skip
+        0: lambda u, v: rho(u, v) <= 0.95,
+        1: lambda u, v: np.maximum(abs(u), abs(v)) <= 0.8,
+        2: lambda u, v: (v >= -0.55) & (v <= 1.0 - 1.732 * abs(u)),
+        3: lambda u, v: ((abs(u) <= 0.3) | (abs(v) <= 0.3)) & (np.maximum(abs(u), abs(v)) <= 0.95),
+        4: lambda u, v: rho(u, v) <= 0.55 + 0.45 * np.cos(5 * np.arctan2(v, u)),
+        5: lambda u, v: (rho(u, v) <= 0.95) & (rho(u, v) >= 0.55),
+    }
     masks = np.zeros(u.shape, dtype=bool)
     for label, inside in tests.items():
         idx = np.flatnonzero(labels == label)
-        masks[idx] = inside(idx)
+        masks[idx] = inside(u[idx], v[idx])
     return masks
 
 
@@ -221,19 +222,21 @@ def make_shapes(n: int = 10_000, seed: int = 0, size: int = 32) -> Dataset:
     factors = {f.name: rng.integers(len(f.categories), size=n) for f in SHAPE_FACTORS}
     jitter = rng.random((n, 4), dtype=np.float32)
 
-    radius = size * (0.2 + 0.07 * factors["size"] + 0.03 * jitter[:, 0])
+    radius = (size * (0.2 + 0.07 * factors["size"] + 0.03 * jitter[:, 0])).astype(np.float32)
     cell = size / 3
     row, col = np.divmod(factors["position"], 3)
     centre_x = np.clip((col + 0.25 + 0.5 * jitter[:, 1]) * cell, radius, size - radius)
     centre_y = np.clip((row + 0.25 + 0.5 * jitter[:, 2]) * cell, radius, size - radius)
-    angle = (factors["rotation"] + jitter[:, 3]) * (np.pi / 2)
+    centre_x, centre_y = centre_x.astype(np.float32), centre_y.astype(np.float32)
+    angle = ((factors["rotation"] + jitter[:, 3]) * (np.pi / 2)).astype(np.float32)
 
     grid = np.arange(size, dtype=np.float32) + 0.5
     dx = grid[None, None, :] - centre_x[:, None, None]
     dy = grid[None, :, None] - centre_y[:, None, None]
     cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
-    u = ((cos * dx + sin * dy) / radius[:, None, None]).astype(np.float32)
-    v = ((-sin * dx + cos * dy) / radius[:, None, None]).astype(np.float32)
+    scale = 1.0 / radius[:, None, None]
+    u = (cos * dx + sin * dy) * scale
+    v = (cos * dy - sin * dx) * scale
     mask = _shape_masks(labels, u, v)
 
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
@@ -258,7 +261,8 @@ def make_shapes(n: int = 10_000, seed: int = 0, size: int = 32) -> Dataset:
     backgrounds[noisy] = rng.random((len(noisy), 1, size, size), dtype=np.float32) * 0.6 + 0.2
     backgrounds[kind == 3] = (0.15 + 0.6 * xx / size)[None, None]
 
-    images = np.where(mask[:, None], foreground, backgrounds)
+    images = backgrounds
+    np.copyto(images, foreground, where=mask[:, None])
     info = DatasetInfo(
         name="shapes",
         class_names=SHAPE_CLASSES,
@@ -266,7 +270,7 @@ def make_shapes(n: int = 10_000, seed: int = 0, size: int = 32) -> Dataset:
         factors=SHAPE_FACTORS,
         source=f"procedurally generated, seed {seed}",
     )
-    return Dataset(info, images.astype(np.float32), labels.astype(np.int64), factors)
+    return Dataset(info, images, labels.astype(np.int64), factors)
 
 
 # --- real data ----------------------------------------------------------------------------------

@@ -77,17 +77,20 @@ def check_inside(path: str | Path, roots: list[Path]) -> Path:
 def safe_extract(
     archive: str | Path,
     target: str | Path,
-    max_bytes: int = MAX_UNPACKED_BYTES,
-    max_files: int = MAX_FILES,
+    max_bytes: int | None = None,
+    max_files: int | None = None,
 ) -> Path:
     """Unpacks a zip into ``target``, refusing anything that could escape or explode.
 
     Raises:
         UnsafeArchiveError: an absolute or ``..`` path, a link, too many files, or more than
-            ``max_bytes`` unpacked (counted as bytes are written, not as the zip claims).
+            ``max_bytes`` unpacked (default :data:`MAX_UNPACKED_BYTES`; counted as bytes are
+            written, not only as the zip claims).
         zipfile.BadZipFile: not a zip.
     """
     target = Path(target)
+    max_bytes = MAX_UNPACKED_BYTES if max_bytes is None else max_bytes
+    max_files = MAX_FILES if max_files is None else max_files
     with zipfile.ZipFile(archive) as zf:
         members = [m for m in zf.infolist() if not m.is_dir()]
         if len(members) > max_files:

@@ -227,7 +227,7 @@ class SmallViT(nn.Module):
         self,
         input_shape: tuple[int, int, int],
         num_classes: int,
-        dim: int = 64,
+        dim: int = 48,
         depth: int = 4,
         heads: int = 4,
         patch: int | None = None,

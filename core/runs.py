@@ -151,17 +151,27 @@ def read_run(path: Path) -> RunInfo:
         raise RunError(f"Run {path.name}: run.json lacks {err}.") from err
 
 
-def list_runs(roots: list[Path] | None = None) -> list[RunInfo]:
-    """Every readable run under ``roots`` (default :func:`run_roots`), first root winning."""
-    runs: dict[str, RunInfo] = {}
+def scan_runs(roots: list[Path] | None = None) -> tuple[list[RunInfo], list[RunError]]:
+    """Every run under ``roots`` (default :func:`run_roots`), first root winning a name.
+
+    Returns:
+        The readable runs, and one error for each folder that could not be read.
+    """
+    found: dict[str, RunInfo] = {}
+    errors: list[RunError] = []
     for root in roots or run_roots():
         for path in sorted(root.glob("*/run.json")) if root.is_dir() else []:
-            if path.parent.name not in runs:
+            if path.parent.name not in found:
                 try:
-                    runs[path.parent.name] = read_run(path.parent)
-                except RunError:
-                    continue
-    return list(runs.values())
+                    found[path.parent.name] = read_run(path.parent)
+                except RunError as err:
+                    errors.append(err)
+    return list(found.values()), errors
+
+
+def list_runs(roots: list[Path] | None = None) -> list[RunInfo]:
+    """Every readable run under ``roots`` (see :func:`scan_runs`)."""
+    return scan_runs(roots)[0]
 
 
 def find_run(name: str, roots: list[Path] | None = None) -> Path:

@@ -187,13 +187,13 @@ def bring_your_own() -> None:
         return
     try:
         with st.spinner("Checking and scoring the weights…"):
-            folder = None
+            folder, report = None, ""
             if dataset.startswith("my image folder"):
                 if archive is None:
                     st.error("Choose a zip of your image folder, or pick one of our datasets.")
                     return
                 loaded = uploads.unpack_image_zip(archive.name, archive.getvalue())
-                st.info(f"Image folder: {loaded.report.summary()}.")
+                report = f" Image folder: {loaded.report.summary()}."
                 folder = loaded.dataset.info.source
             path = uploads.store_upload(weights.name, weights.getvalue(), uploads.WEIGHT_SUFFIXES)
             try:
@@ -210,7 +210,7 @@ def bring_your_own() -> None:
     except (ValueError, OSError, RuntimeError) as err:
         st.error(f"Nothing was imported. {err}")
         return
-    st.session_state["home_notice"] = f"Imported **{run_path.name}**."
+    st.session_state["home_notice"] = f"Imported **{run_path.name}**.{report}"
     state.select_run(run_path.name)
 
 

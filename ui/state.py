@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core.runs import DEFAULT_RUN
+from core.runs import DEFAULT_RUN, RunError
 from ui import cache
 
 
@@ -34,8 +34,12 @@ def _initial_run(names: list[str]) -> str:
 
 def sidebar() -> Selection | None:
     """Draws the run and sample pickers and returns the selection (``None``: no runs at all)."""
-    infos = cache.run_list()
+    infos, broken = cache.run_scan()
     names = [r.name for r in infos]
+    if broken:
+        with st.sidebar.expander(f"{len(broken)} run folder(s) could not be read"):
+            for err in broken:
+                st.caption(str(err))
     if not names:
         st.sidebar.warning("No runs yet: train one on the Home page.")
         return None
@@ -51,7 +55,11 @@ def sidebar() -> Selection | None:
         for r in infos
     }
     run = st.sidebar.selectbox("Run", names, key="run", format_func=labels.get)
-    n_val = len(cache.loaded_run(run).splits.val)
+    try:
+        n_val = len(cache.loaded_run(run).splits.val)
+    except RunError as err:
+        st.error(f"{err} Pick another run in the sidebar.")
+        st.stop()
     if "sample" not in st.session_state:
         try:
             wanted = int(st.query_params.get("sample", 0))

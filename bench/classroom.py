@@ -1,0 +1,428 @@
+"""Classroom load: the real app, N students at once, each clicking through a lesson.
+
+Usage: ``.venv/bin/python bench/classroom.py [--sessions 30] [--ramp 10] [--think 2]``.
+Starts ``streamlit run app.py`` on a free local port (runs root: a fresh temp folder, so only
+the shipped runs), waits for ``/_stcore/health``, then drives ``--sessions`` protocol-level tabs
+(:mod:`bench.streamlit_client`; no browser) through:
+
+1. open home ``/``,
+2. switch run in the sidebar (``mlp-digits`` or ``vit-shapes``, alternating; another run where
+   one is missing),
+3. open ``/projections?run=cnn-shapes`` (a new page load),
+4. change the projections layer (one of ``--layers`` layers, so later students find it cached),
+5. open ``/attributions?run=cnn-shapes`` (a new page load),
+
+with a pause of about ``--think`` seconds between steps, during which a page's timed fragments
+(``st.fragment(run_every=...)``) rerun as in a browser. Students start spread over ``--ramp``
+seconds. Latency is from sending the rerun to ``script_finished``. An interaction is "cached"
+when it started after the first interaction with the same step and target (page, run, layer)
+had finished: the first student paid for loading and fitting, this one should not. Errors: an
+exception element, a script that does not finish within ``--timeout`` s, a closed socket. A
+student whose step failed stops there. The server's RSS (with children) is sampled every 0.2 s.
+
+Prints a table, then as its last line one JSON object. Bounded: every wait has a timeout and the
+whole test stops after ``--deadline`` s. Traffic goes only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.streamlit_client import RunResult, StreamlitTab  # noqa: E402
+
+STEPS = ("1 home", "2 switch run", "3 projections", "4 change layer", "5 attributions")
+AUTO = "(timed fragment reruns)"
+SWITCH_TO = ("mlp-digits", "vit-shapes")
+LESSON_RUN = "cnn-shapes"
+LESSON_QUERY = f"run={LESSON_RUN}"
+
+
+@dataclass
+class Interaction:
+    """One measured script run: which step, on what, by whom, when, and how it went."""
+
+    step: str
+    target: str
+    session: int
+    start: float
+    result: RunResult
+
+    @property
+    def end(self) -> float:
+        return self.start + self.result.seconds
+
+
+class MemorySampler(threading.Thread):
+    """Samples the RSS of a process and its children every ``period`` s, as (time, bytes)."""
+
+    def __init__(self, pid: int, period: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.period = period
+        self.samples: list[tuple[float, int]] = []
+        self.stopped = threading.Event()
+
+    @property
+    def peak(self) -> int:
+        return max((rss for _, rss in self.samples), default=0)
+
+    def peak_during(self, spans: list[tuple[float, float]]) -> int:
+        """The highest RSS sampled while any of ``spans`` (start, end) was in progress."""
+        return max(
+            (rss for t, rss in self.samples if any(a <= t <= b for a, b in spans)), default=0
+        )
+
+    def rss(self) -> int:
+        try:
+            family = [self.process, *self.process.children(recursive=True)]
+            return sum(p.memory_info().rss for p in family)
+        except psutil.Error:
+            return 0
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.period):
+            self.samples.append((time.perf_counter(), self.rss()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, runs_root: str, log_path: Path) -> subprocess.Popen:
+    """Starts the app as a class would use it (headless, no file watcher) and waits for health."""
+    env = {**os.environ, "LAYERSCOPE_RUNS": runs_root}
+    command = [
+        sys.executable, "-m", "streamlit", "run", "app.py",
+        "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--server.headless", "true", "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.5)
+    stop_server(server)
+    raise RuntimeError(f"The app did not become healthy; its log:\n{log_path.read_text()[-3000:]}")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(5)
+
+
+def option_for(box_options: tuple[str, ...], name: str) -> str | None:
+    """The formatted option of a run or layer called ``name`` (labels may add details)."""
+    return next((o for o in box_options if o == name or o.startswith(f"{name} ")), None)
+
+
+class Student:
+    """One student: opens tabs one after another and goes through the lesson ``--laps`` times."""
+
+    def __init__(
+        self, index: int, host_port: str, args: argparse.Namespace, log: list[Interaction]
+    ) -> None:
+        self.index, self.host_port, self.args, self.log = index, host_port, args, log
+        self.rng = random.Random(args.seed * 1000 + index)
+
+    async def attend(self) -> int:
+        """Arrives, follows the lesson; returns how many steps were not taken after a failure."""
+        await asyncio.sleep(self.args.ramp * self.index / max(self.args.sessions, 1))
+        for lap in range(self.args.laps):
+            skipped = await self.lesson()
+            if skipped:
+                return skipped + (self.args.laps - lap - 1) * len(STEPS)
+        return 0
+
+    async def lesson(self) -> int:
+        """The five steps once; returns how many were not taken after a failure."""
+        async with self.tab() as tab:
+            if not await self.step(STEPS[0], "", tab.open()):
+                return 4
+            await self.think(tab)
+            runs = tab.selectboxes.get("Run")
+            if runs is None:
+                return self.missing(STEPS[1], "Run", 3)
+            wanted = SWITCH_TO[self.index % len(SWITCH_TO)]
+            choice = option_for(runs.options, wanted) or next(
+                o for o in runs.options if o != runs.value
+            )
+            if not await self.step(
+                STEPS[1], choice.split(" ")[0], tab.set_selectbox("Run", choice)
+            ):
+                return 3
+            await self.think(tab)
+        async with self.tab() as tab:
+            if not await self.step(STEPS[2], LESSON_RUN, tab.open("projections", LESSON_QUERY)):
+                return 2
+            await self.think(tab)
+            layers = tab.selectboxes.get("Layer")
+            if layers is None:
+                return self.missing(STEPS[3], "Layer", 1)
+            others = [o for o in layers.options if o != layers.value]
+            pick = self.index % self.args.layers
+            layer = others[round((pick + 1) * (len(others) - 1) / (self.args.layers + 1))]
+            if not await self.step(STEPS[3], layer, tab.set_selectbox("Layer", layer)):
+                return 1
+            await self.think(tab)
+        async with self.tab() as tab:
+            await self.step(STEPS[4], LESSON_RUN, tab.open("attributions", LESSON_QUERY))
+            await self.think(tab)
+        return 0
+
+    @contextlib.asynccontextmanager
+    async def tab(self) -> AsyncIterator[StreamlitTab]:
+        tab = StreamlitTab(self.host_port, self.args.timeout, self.log_auto_rerun)
+        try:
+            yield tab
+        finally:
+            await tab.close()
+
+    async def step(self, name: str, target: str, action: Awaitable[RunResult]) -> bool:
+        start = time.perf_counter()
+        result = await action
+        self.log.append(Interaction(name, target, self.index, start, result))
+        return result.ok
+
+    async def think(self, tab: StreamlitTab) -> None:
+        await tab.think(self.args.think * self.rng.uniform(0.5, 1.5))
+
+    def log_auto_rerun(self, result: RunResult) -> None:
+        start = time.perf_counter() - result.seconds
+        self.log.append(Interaction(AUTO, "", self.index, start, result))
+
+    def missing(self, step: str, label: str, skipped: int) -> int:
+        """Logs a step that failed because the page did not draw its selectbox."""
+        problem = f"the page drew no selectbox labelled {label!r}"
+        self.log.append(
+            Interaction(
+                step, "", self.index, time.perf_counter(), RunResult(0.0, "exception", [problem])
+            )
+        )
+        return skipped
+
+
+async def classroom(host_port: str, args: argparse.Namespace) -> tuple[list[Interaction], int]:
+    """Runs every student; returns the interactions and the number of steps never taken."""
+    log: list[Interaction] = []
+    students = [Student(i, host_port, args, log) for i in range(args.sessions)]
+    tasks = [asyncio.create_task(student.attend()) for student in students]
+    done, pending = await asyncio.wait(tasks, timeout=args.deadline)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    skipped = len(pending) * len(STEPS) * args.laps  # at most: cancelled ones took some steps
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()
+        skipped += task.result()
+    return log, skipped
+
+
+def cached_flags(log: list[Interaction], after_end: bool = True) -> list[bool]:
+    """Whether each interaction came after the first one with its step and target.
+
+    "After" means: started once that first one had ended (``after_end``: a cache hit), or
+    merely started later (else: it may still be waiting on the first one's computation).
+    """
+    keys = [(item.step, item.target) for item in log]
+    first: dict[tuple[str, str], float] = {}
+    for item, key in zip(log, keys, strict=True):
+        first[key] = min(first.get(key, float("inf")), item.end if after_end else item.start)
+    if after_end:
+        return [item.start >= first[key] for item, key in zip(log, keys, strict=True)]
+    return [item.start > first[key] for item, key in zip(log, keys, strict=True)]
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float, float]:
+    """p50, p95 and max (NaN where there is nothing to measure)."""
+    if not seconds:
+        return float("nan"), float("nan"), float("nan")
+    p50, p95 = np.percentile(seconds, [50, 95])
+    return float(p50), float(p95), max(seconds)
+
+
+def json_seconds(value: float) -> float | None:
+    """Seconds for the JSON line: 3 decimals, ``null`` where nothing was measured."""
+    return None if np.isnan(value) else round(value, 3)
+
+
+def report(
+    log: list[Interaction],
+    skipped: int,
+    memory: MemorySampler,
+    idle_rss: int,
+    args: argparse.Namespace,
+) -> dict:
+    """Prints the table and returns the summary."""
+    cached = cached_flags(log)
+    print(
+        f"\n{'step':<26}{'n':>4}{'err':>5}{'p50 s':>8}{'p95 s':>8}{'max s':>8}"
+        f"{'cached n':>10}{'p50 s':>8}{'p95 s':>8}{'kB/run':>8}{'RSS MB':>8}"
+    )
+    for name in (*STEPS, AUTO):
+        rows = [(item, c) for item, c in zip(log, cached, strict=True) if item.step == name]
+        if not rows:
+            continue
+        all_s = [item.result.seconds for item, _ in rows]
+        warm = [item.result.seconds for item, c in rows if c]
+        errors = sum(not item.result.ok for item, _ in rows)
+        kb = np.mean([item.result.bytes for item, _ in rows]) / 1e3
+        rss = memory.peak_during([(item.start, item.end) for item, _ in rows]) / 2**20
+        p50, p95, top = percentiles(all_s)
+        w50, w95, _ = percentiles(warm)
+        print(
+            f"{name:<26}{len(rows):>4}{errors:>5}{p50:>8.2f}{p95:>8.2f}{top:>8.2f}"
+            f"{len(warm):>10}{w50:>8.2f}{w95:>8.2f}{kb:>8.0f}{rss:>8.0f}"
+        )
+    began = min((item.start for item in log), default=0.0)
+    print(
+        "cached: started after the first interaction with the same step and target had ended; "
+        "RSS MB: the server's peak while the step ran"
+    )
+    for title, want_cached in (
+        ("uncached (first visit, or waiting on it)", False),
+        ("cached", True),
+    ):
+        slowest = sorted(
+            (item for item, c in zip(log, cached, strict=True) if c == want_cached),
+            key=lambda item: -item.result.seconds,
+        )
+        print(f"\nslowest {title}:")
+        for item in slowest[:6]:
+            print(
+                f"  {item.result.seconds:7.2f} s  {item.step} {item.target} "
+                f"(student {item.session}, at +{item.start - began:.0f} s)"
+            )
+
+    problems = Counter(
+        f"{item.step}: {item.result.status}: {p[:160]}"
+        for item in log
+        for p in item.result.problems
+    )
+    alerts = Counter(f"{item.step}: {a[:160]}" for item in log for a in item.result.alerts)
+    for title, counter in (("errors", problems), ("st.error boxes shown", alerts)):
+        if counter:
+            print(f"\n{title}:")
+            for text, count in counter.most_common(10):
+                print(f"  {count:>3} × {text}")
+    interactions = [item for item in log if item.step != AUTO]
+    flags = [c for item, c in zip(log, cached, strict=True) if item.step != AUTO]
+    all_s = [item.result.seconds for item in interactions]
+    warm_s = [item.result.seconds for item, c in zip(interactions, flags, strict=True) if c]
+    later = cached_flags(interactions, after_end=False)
+    later_s = [item.result.seconds for item, c in zip(interactions, later, strict=True) if c]
+    auto_s = [item.result.seconds for item in log if item.step == AUTO]
+    p50, p95, top = percentiles(all_s)
+    summary = {
+        "sessions": args.sessions,
+        "interactions": len(interactions),
+        "p50_s": json_seconds(p50),
+        "p95_s": json_seconds(p95),
+        "p95_cached_s": json_seconds(percentiles(warm_s)[1]),
+        "errors": sum(not item.result.ok for item in log),
+        "peak_rss_mb": round(memory.peak / 2**20),
+        "max_s": json_seconds(top),
+        "cached_interactions": len(warm_s),
+        "skipped_steps": skipped,
+        "auto_reruns": len(auto_s),
+        "p95_auto_rerun_s": json_seconds(percentiles(auto_s)[1]),
+        "idle_rss_mb": round(idle_rss / 2**20),
+        "p95_not_first_s": json_seconds(percentiles(later_s)[1]),
+    }
+    print(
+        f"\n{len(interactions)} interactions by {args.sessions} students, "
+        f"{summary['errors']} errors, {skipped} steps not taken · p50 {p50:.2f} s, p95 {p95:.2f} s"
+        f" (cached p95 {summary['p95_cached_s']:.2f} s over {len(warm_s)}) · server RSS "
+        f"{summary['idle_rss_mb']} MB idle, {summary['peak_rss_mb']} MB peak"
+    )
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, default=30, help="students at once")
+    parser.add_argument("--ramp", type=float, default=10.0, help="s over which students arrive")
+    parser.add_argument("--think", type=float, default=2.0, help="mean pause between steps (s)")
+    parser.add_argument("--layers", type=int, default=3, help="distinct layers students pick")
+    parser.add_argument("--laps", type=int, default=1, help="times each student does the lesson")
+    parser.add_argument("--timeout", type=float, default=120.0, help="s one script run may take")
+    parser.add_argument("--deadline", type=float, default=1200.0, help="s the whole test may take")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="classroom-") as tmp:
+        log_path = Path(tmp) / "server.log"
+        runs_root = Path(tmp) / "runs"
+        runs_root.mkdir()
+        started = time.perf_counter()
+        server = start_server(port, str(runs_root), log_path)
+        try:
+            sampler = MemorySampler(server.pid)
+            idle_rss = sampler.rss()
+            sampler.start()
+            load = os.getloadavg()[0]
+            print(
+                f"app up on 127.0.0.1:{port} in {time.perf_counter() - started:.1f} s "
+                f"(RSS {idle_rss / 2**20:.0f} MB, machine load {load:.1f}); "
+                f"{args.sessions} students arriving over {args.ramp:.0f} s…",
+                flush=True,
+            )
+            began = time.perf_counter()
+            log, skipped = asyncio.run(classroom(f"127.0.0.1:{port}", args))
+            wall = time.perf_counter() - began
+            sampler.stopped.set()
+            sampler.join()
+            cpu = sampler.process.cpu_times()
+        finally:
+            stop_server(server)
+        server_log = log_path.read_text(errors="replace")
+    summary = report(log, skipped, sampler, idle_rss, args)
+    tracebacks = server_log.count("Traceback (most recent call last)")
+    print(
+        f"wall {wall:.0f} s · server CPU {cpu.user + cpu.system:.0f} s · machine load "
+        f"{os.getloadavg()[0]:.1f} · {tracebacks} traceback(s) in the server log"
+    )
+    if tracebacks:
+        start = server_log.index("Traceback (most recent call last)")
+        print(server_log[start : start + 2000])
+    summary.update(wall_s=round(wall, 1), server_tracebacks=tracebacks)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""2-D and 3-D maps of a layer's activations: PCA, UMAP and t-SNE, alone and across depth.
+
+A layer's output ``[N, *shape]`` is flattened to ``[N, D]``. Wide layers (``D > 50``) are
+first reduced by PCA to 50 dimensions before UMAP or t-SNE (the standard recipe: it removes
+noise and makes neighbour search cheap); :class:`Projection` records that it happened.
+
+UMAP is the slow one, for three reasons this module handles:
+
+- **Compilation.** umap-learn compiles its numba kernels on first use (about 12 s on 2 cores,
+  and numba's disk cache does not cover umap's own kernels). :func:`warm_up` fits a tiny
+  problem so the server pays that once at start, in a background thread.
+- **Neighbour search.** umap-learn switches to pynndescent at 4,096 points, whose first use
+  compiles for another ~28 s. Up to :data:`EXACT_KNN_MAX` points we compute the exact
+  neighbour graph with scikit-learn instead (a fraction of a second at 5,000 x 50) and hand it
+  to umap-learn as ``precomputed_knn``: same algorithm, no approximation, no compilation.
+- **Sharing.** umap-learn's numba thread count is process state, and a fit on every core
+  starves the torch forward pass of another browser session. Fits are serialised by one
+  process-wide lock and run with at most :func:`fit_threads` threads (numba and BLAS).
+
+A fixed seed makes umap-learn single-threaded (1.3-1.8x slower) but gives the same
+coordinates on every run, which an audit needs; we choose reproducibility.
+
+What can go wrong: too few samples for the method (``ValueError``), a layer whose features
+are all constant (PCA returns zeros; UMAP raises).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.linalg import orthogonal_procrustes
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+from core.activations import capture
+
+METHODS = ("UMAP", "PCA", "t-SNE")
+MAX_INPUT_DIMS = 50
+"""Layers wider than this are reduced by PCA before UMAP or t-SNE."""
+EXACT_KNN_MAX = 20_000
+"""Up to this many points UMAP gets an exact neighbour graph from scikit-learn."""
+PCA_FIT_SAMPLES = 5_000
+""":func:`layer_features` fits its PCA on at most this many samples, then streams the rest."""
+
+_umap_lock = threading.Lock()
+_blas_lock = threading.Lock()
+warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
+warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Low-dimensional coordinates of ``N`` samples.
+
+    Attributes:
+        coords: ``[N, dims]`` float32.
+        method: ``UMAP``, ``PCA`` or ``t-SNE``.
+        input_dims: width of the features given (``D``).
+        reduced_dims: width after the PCA pre-reduction, or ``None`` when there was none.
+        seconds: wall time of the fit (waiting for the lock not included).
+    """
+
+    coords: np.ndarray
+    method: str
+    input_dims: int
+    reduced_dims: int | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LayerFeatures:
+    """A layer's output as rows, reduced when wide.
+
+    Attributes:
+        features: ``[N, d]`` float32, ``d <= max_dims``.
+        layer_dims: flattened width of the layer's output (``D``).
+        pca_dims: ``d`` when PCA reduced the layer, ``None`` when ``features`` is the layer.
+        explained_variance: fraction of the variance the kept components hold (1.0 unreduced).
+    """
+
+    features: np.ndarray
+    layer_dims: int
+    pca_dims: int | None
+    explained_variance: float
+
+
+def fit_threads() -> int:
+    """Threads a fit may use: all cores but one, so a torch forward pass keeps a core."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+@contextmanager
+def limited_threads() -> Iterator[None]:
+    """Caps BLAS/OpenMP threads at :func:`fit_threads` for a scikit-learn or numpy fit.
+
+    threadpoolctl's limits are process-wide, so the block is serialised by a lock.
+    """
+    with _blas_lock, threadpool_limits(limits=fit_threads()):
+        yield
+
+
+@contextmanager
+def umap_slot() -> Iterator[None]:
+    """Holds the process-wide UMAP lock and caps numba's threads at :func:`fit_threads`."""
+    import numba
+
+    with _umap_lock:
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(fit_threads(), numba.config.NUMBA_NUM_THREADS))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
+
+
+def pca_reduce(x: np.ndarray, dims: int, seed: int = 0) -> tuple[np.ndarray, float]:
+    """PCA of ``x [N, D]`` to ``min(dims, N, D)`` components.
+
+    Returns:
+        ``([N, d] float32 coordinates, explained variance fraction)``.
+    """
+    pca = PCA(n_components=min(dims, *x.shape), random_state=seed)
+    coords = pca.fit_transform(x).astype(np.float32)
+    return coords, float(pca.explained_variance_ratio_.sum())
+
+
+def exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``k`` nearest neighbours of every row, itself first, as umap-learn expects.
+
+    Returns:
+        ``(indices [N, k] int32, distances [N, k] float32)``.
+    """
+    dists, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
+    return idx.astype(np.int32), dists.astype(np.float32)
+
+
+def umap_model(dims: int, seed: int, n_neighbors: int, min_dist: float, **kwargs: object) -> object:
+    """The ``umap.UMAP`` estimator layerscope fits (for comparisons: same settings)."""
+    import umap
+
+    return umap.UMAP(
+        n_components=dims,
+        n_neighbors=n_neighbors,
+        min_dist=min_dist,
+        random_state=seed,
+        n_jobs=1,
+        **kwargs,
+    )
+
+
+def _tsne(x: np.ndarray, dims: int, seed: int, perplexity: float, init: np.ndarray | None):
+    tsne = TSNE(
+        n_components=dims,
+        perplexity=min(perplexity, (len(x) - 1) / 3),
+        init="pca" if init is None else init,
+        random_state=seed,
+    )
+    return tsne.fit_transform(x).astype(np.float32)
+
+
+def _umap(
+    x: np.ndarray, dims: int, seed: int, n_neighbors: int, min_dist: float, init: np.ndarray | None
+) -> np.ndarray:
+    k = min(n_neighbors, len(x) - 1)
+    if len(x) <= EXACT_KNN_MAX:
+        with limited_threads():
+            knn: tuple = exact_knn(x, k)
+    else:
+        knn = (None, None, None)
+    extra = {} if init is None else {"init": init}
+    with umap_slot():
+        model = umap_model(dims, seed, k, min_dist, precomputed_knn=knn, **extra)
+        return model.fit_transform(x).astype(np.float32)
+
+
+def project(
+    x: np.ndarray,
+    method: str = "UMAP",
+    dims: int = 2,
+    *,
+    seed: int = 0,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    perplexity: float = 30.0,
+    max_input_dims: int = MAX_INPUT_DIMS,
+    init: np.ndarray | None = None,
+) -> Projection:
+    """Projects rows ``x [N, ...]`` (flattened to ``[N, D]``) to ``dims`` dimensions.
+
+    PCA is scikit-learn's ``PCA(n_components=dims, random_state=seed)``. UMAP is
+    ``umap.UMAP(n_components=dims, n_neighbors, min_dist, random_state=seed)`` given the exact
+    neighbour graph (see the module docstring). t-SNE is scikit-learn's with ``init="pca"``.
+    UMAP and t-SNE first reduce ``D > max_input_dims`` to ``max_input_dims`` by PCA.
+
+    Args:
+        x: ``[N, ...]`` features, one row per sample.
+        method: one of :data:`METHODS`.
+        dims: 2 or 3.
+        seed: random state of every step.
+        n_neighbors, min_dist: UMAP's.
+        perplexity: t-SNE's (capped at ``(N - 1) / 3``).
+        max_input_dims: width above which UMAP and t-SNE get a PCA pre-reduction.
+        init: ``[N, dims]`` starting coordinates for UMAP or t-SNE (see :func:`project_depth`).
+
+    Raises:
+        ValueError: unknown method, ``dims`` not 2 or 3, or fewer than 5 samples.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown projection method {method!r}: use one of {', '.join(METHODS)}.")
+    if dims not in (2, 3):
+        raise ValueError(f"A projection has 2 or 3 dimensions, not {dims}.")
+    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    if len(x) < 5:
+        raise ValueError(f"Projecting needs at least 5 samples, not {len(x)}.")
+    input_dims, reduced = x.shape[1], None
+    start = time.perf_counter()
+    if method == "PCA":
+        with limited_threads():
+            coords = pca_reduce(x, dims, seed)[0]
+    else:
+        if input_dims > max_input_dims:
+            with limited_threads():
+                x = pca_reduce(x, max_input_dims, seed)[0]
+            reduced = x.shape[1]
+        if method == "UMAP":
+            coords = _umap(x, dims, seed, n_neighbors, min_dist, init)
+        else:
+            with limited_threads():
+                coords = _tsne(x, dims, seed, perplexity, init)
+    return Projection(coords, method, input_dims, reduced, time.perf_counter() - start)
+
+
+def layer_features(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    layer: str,
+    *,
+    max_dims: int = MAX_INPUT_DIMS,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> LayerFeatures:
+    """A layer's output over ``images``, PCA-reduced to ``max_dims`` when wider.
+
+    Memory stays bounded for wide layers over many samples: the PCA is fitted on at most
+    :data:`PCA_FIT_SAMPLES` samples (evenly spaced; all of them when fewer), then every batch
+    is captured and reduced in turn. With ``N <= PCA_FIT_SAMPLES`` the result equals
+    ``PCA(max_dims, random_state=seed).fit_transform`` of the flattened layer.
+
+    Args:
+        model: the model.
+        images: ``[N, C, H, W]`` inputs.
+        layer: a layer name, or :data:`core.activations.INPUT`.
+        max_dims: width of the result for wide layers.
+        seed: PCA's random state.
+        batch_size: samples per forward pass.
+        progress: called as ``progress(done, total)``.
+
+    Returns:
+        :class:`LayerFeatures` with ``features [N, min(D, max_dims)]``.
+    """
+    n = len(images)
+
+    def rows(idx: np.ndarray | slice) -> np.ndarray:
+        return capture(model, images[idx], [layer]).arrays[layer].reshape(len(images[idx]), -1)
+
+    first = rows(slice(0, min(n, batch_size)))
+    width = first.shape[1]
+    pca = None
+    if width > max_dims:
+        fit_idx = np.linspace(0, n - 1, min(n, PCA_FIT_SAMPLES)).round().astype(int)
+        fit_rows = np.concatenate(
+            [rows(fit_idx[s : s + batch_size]) for s in range(0, len(fit_idx), batch_size)]
+        )
+        with limited_threads():
+            pca = PCA(n_components=min(max_dims, *fit_rows.shape), random_state=seed)
+            pca.fit(fit_rows)
+        del fit_rows
+    out = np.empty((n, width if pca is None else pca.n_components_), np.float32)
+    for start in range(0, n, batch_size):
+        part = first if start == 0 else rows(slice(start, start + batch_size))
+        out[start : start + len(part)] = part if pca is None else pca.transform(part)
+        if progress is not None:
+            progress(min(start + batch_size, n), n)
+    explained = 1.0 if pca is None else float(pca.explained_variance_ratio_.sum())
+    return LayerFeatures(out, width, None if pca is None else out.shape[1], explained)
+
+
+def align_to(coords: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Rotates/reflects and rescales ``coords [N, d]`` onto ``reference [N, d]`` (Procrustes).
+
+    Only an orthogonal map, one scale and a shift are applied, so the shape of the point
+    cloud is unchanged; it just stops jumping (flips, rotations) from layer to layer.
+    """
+    a = coords - coords.mean(axis=0)
+    b = reference - reference.mean(axis=0)
+    rotation, scale = orthogonal_procrustes(a, b)
+    return (a @ rotation * (scale / max((a**2).sum(), 1e-12)) + reference.mean(axis=0)).astype(
+        np.float32
+    )
+
+
+@dataclass(frozen=True)
+class DepthProjection:
+    """The same samples projected at several layers, each aligned to the one before.
+
+    Attributes:
+        layers: layer names, shallow to deep.
+        coords: ``[L, N, dims]`` float32.
+        method: the projection method.
+    """
+
+    layers: tuple[str, ...]
+    coords: np.ndarray
+    method: str
+
+
+def project_depth(
+    features: Sequence[np.ndarray],
+    layers: Sequence[str],
+    method: str = "PCA",
+    dims: int = 2,
+    *,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> DepthProjection:
+    """Projects each layer's ``[N, D_l]`` features and aligns every map to the previous one.
+
+    UMAP and t-SNE also start each layer from the previous layer's map, so neighbouring
+    layers that organise samples alike get maps that look alike; Procrustes then removes the
+    remaining rotation and reflection.
+
+    Args:
+        features: one ``[N, D_l]`` array per layer, same samples in the same order.
+        layers: their names.
+        method, dims, seed: as for :func:`project`.
+        progress: called as ``progress(done, total)`` after each layer.
+    """
+    maps: list[np.ndarray] = []
+    for i, x in enumerate(features):
+        init = None if not maps or method == "PCA" else _rescale(maps[-1], method)
+        coords = project(x, method, dims, seed=seed, init=init).coords
+        maps.append(coords if not maps else align_to(coords, maps[-1]))
+        if progress is not None:
+            progress(i + 1, len(features))
+    return DepthProjection(tuple(layers), np.stack(maps), method)
+
+
+def _rescale(coords: np.ndarray, method: str) -> np.ndarray:
+    """Starting coordinates at the scale each method expects (t-SNE: std 1e-4; UMAP: 0..10)."""
+    centred = coords - coords.mean(axis=0)
+    if method == "t-SNE":
+        return (centred / max(centred[:, 0].std(), 1e-12) * 1e-4).astype(np.float32)
+    return (10 * (centred - centred.min(0)) / np.ptp(centred, axis=0).clip(1e-12)).astype(
+        np.float32
+    )
+
+
+def warm_up(n: int = 300, seed: int = 0) -> float:
+    """Fits a tiny UMAP so numba compiles umap-learn's kernels now, not for the first user.
+
+    Call it once at server start in a daemon thread; it holds the fit lock while it runs, so a
+    user's first UMAP waits for it instead of compiling in parallel.
+
+    Returns:
+        Seconds it took.
+    """
+    start = time.perf_counter()
+    x = np.random.default_rng(seed).normal(size=(n, 10)).astype(np.float32)
+    project(x, "UMAP", 2, seed=seed)
+    return time.perf_counter() - start

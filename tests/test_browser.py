@@ -1,0 +1,148 @@
+"""The real app in headless Chromium: start `streamlit run`, open every page, screenshot each.
+
+Needs Debian's ``chromium`` (``make test`` installs it when root with apt) and the Playwright
+Python package (dev extra, which drives the system browser: nothing is downloaded). Without
+them the tests skip and say why. Screenshots land in ``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+BUSY = "[data-testid='stStatusWidget'], [data-testid='stSpinner']"
+PAGES = [  # the first request goes straight to a page, as a shared link would
+    ("feature_maps", "cnn-shapes"),
+    ("projections", "cnn-shapes"),
+    ("attention", "vit-shapes"),
+    ("attributions", "cnn-shapes"),
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float]]:
+    """The app served on a free localhost port; yields its URL and seconds until healthy."""
+    port = free_port()
+    env = {**os.environ, "LAYERSCOPE_RUNS": str(tmp_path_factory.mktemp("runs"))}
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")  # noqa: SIM115
+    cmd = [sys.executable, "-m", "ui.serve", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true"]  # fmt: skip
+    started = time.perf_counter()
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.25)
+        else:
+            pytest.fail("the app did not start within 60 s")
+        yield url, time.perf_counter() - started
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def settle(page: object, timeout: float = 180) -> None:
+    """Waits until Streamlit has finished running the script (no status widget for 1.5 s)."""
+    page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+    deadline = time.time() + timeout
+    quiet_since = None
+    while time.time() < deadline:
+        running = page.locator(BUSY).count() > 0
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 1.5:
+            return
+        time.sleep(0.25)
+    raise AssertionError("the page kept running")
+
+
+def new_page(browser: object) -> object:
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.set_default_timeout(120_000)
+    return page
+
+
+def open_page(browser: object, url: str, name: str) -> object:
+    page = new_page(browser)
+    page.goto(url, wait_until="domcontentloaded")
+    settle(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    assert page.locator("[data-testid='stException']").count() == 0, f"exception on {name}"
+    return page
+
+
+def test_home_shows_default_run(server: tuple[str, float], browser: object) -> None:
+    url, startup = server
+    started = time.perf_counter()
+    page = new_page(browser)
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_text("Test accuracy").wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    first_content = time.perf_counter() - started
+    print(f"server healthy after {startup:.1f} s; home content after {first_content:.1f} s more")
+    settle(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.get_by_text("cnn-shapes").count() > 0
+    metric = page.locator("[data-testid='stMetricValue']").first.inner_text()
+    assert float(metric.rstrip("%")) > 95
+
+
+@pytest.mark.parametrize(("path", "run"), PAGES)
+def test_every_page_renders(
+    server: tuple[str, float], browser: object, path: str, run: str
+) -> None:
+    url, _ = server
+    page = open_page(browser, f"{url}/{path}?run={run}", path)
+    assert page.locator("[data-testid='stSidebar']").count() == 1
+    assert f"run={run}" in page.url

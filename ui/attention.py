@@ -1,0 +1,261 @@
+"""Figures of the attention page: head grids over the input, the token x token matrix, the chart
+of head statistics per layer. Inputs are numpy arrays; no torch here.
+
+Attention is drawn with a colour scale that fades to transparent at zero, so the input stays
+visible where a head does not look, and each cell is scaled to its own maximum unless asked
+otherwise (a head that spreads its attention thinly would otherwise be invisible).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from ui.figures import SEQUENTIAL, overlay_figure
+
+ATTENTION_SCALE = [
+    [0.0, "rgba(13, 8, 135, 0)"],
+    [0.2, "rgba(126, 3, 168, 0.45)"],
+    [0.5, "rgba(204, 71, 120, 0.75)"],
+    [0.8, "rgba(248, 149, 64, 0.9)"],
+    [1.0, "rgba(240, 249, 33, 0.95)"],
+]
+HEAD_COLOURS = qualitative.Dark24
+
+
+def _overlay_traces(image: np.ndarray, heat: np.ndarray, zmax: float) -> tuple[Any, ...]:
+    """The grey input and the attention heatmap over it, ready to add to any subplot."""
+    fig = overlay_figure(
+        image, heat, colorscale=ATTENTION_SCALE, zmid=None, zmax=zmax or 1.0, opacity=1.0
+    )
+    fig.data[1].update(zmin=0, hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>")
+    return fig.data
+
+
+def _square_image_axes(fig: go.Figure, cells: int) -> None:
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    for k in range(1, cells + 1):
+        suffix = "" if k == 1 else str(k)
+        fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
+
+
+def overlay_grid(
+    image: np.ndarray,
+    heats: np.ndarray,
+    row_titles: Sequence[str],
+    column_titles: Sequence[str],
+    shared_scale: bool = False,
+    cell_height: int = 110,
+) -> go.Figure:
+    """A grid of attention maps over one input.
+
+    Args:
+        image: ``[C, H, W]`` input in [0, 1].
+        heats: ``[rows, cols, H, W]`` attention per pixel (NaN where no patch covers it).
+        row_titles: one per row (shown on the left).
+        column_titles: one per column (shown on top).
+        shared_scale: one colour scale for all cells instead of one per cell.
+        cell_height: pixels per row.
+    """
+    rows, cols = heats.shape[:2]
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        column_titles=list(column_titles),
+        horizontal_spacing=0.006,
+        vertical_spacing=min(0.02, 0.3 / rows),
+    )
+    top = float(np.nanmax(heats)) if shared_scale else None
+    for r in range(rows):
+        for c in range(cols):
+            zmax = top if shared_scale else float(np.nanmax(heats[r, c]))
+            for trace in _overlay_traces(image, heats[r, c], zmax):
+                fig.add_trace(trace, row=r + 1, col=c + 1)
+        fig.update_yaxes(title_text=row_titles[r], row=r + 1, col=1)
+    _square_image_axes(fig, rows * cols)
+    for r in range(rows):
+        fig.update_yaxes(
+            visible=True,
+            showticklabels=False,
+            ticks="",
+            showgrid=False,
+            zeroline=False,
+            showline=False,
+            title_font=dict(size=12),
+            row=r + 1,
+            col=1,
+        )
+    fig.update_annotations(font=dict(size=12))
+    fig.update_layout(height=rows * cell_height + 40, margin=dict(l=60, r=8, t=30, b=8))
+    return fig
+
+
+def query_figure(
+    image: np.ndarray,
+    heat: np.ndarray,
+    grid: tuple[int, int],
+    patch: tuple[int, int],
+    query_patch: tuple[int, int] | None,
+    title: str = "",
+    height: int = 420,
+) -> go.Figure:
+    """One head's attention from the query over the input, with the patch grid; clickable.
+
+    Every patch has an invisible point at its centre, so a click selects a point whose ``x``,
+    ``y`` lie in the patch. The query patch, if any, is outlined.
+    """
+    fig = go.Figure(_overlay_traces(image, heat, float(np.nanmax(heat))))
+    ph, pw = patch
+    rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
+    fig.add_trace(
+        go.Scatter(
+            x=((cols + 0.5) * pw - 0.5).ravel(),
+            y=((rows + 0.5) * ph - 0.5).ravel(),
+            customdata=np.stack([rows.ravel(), cols.ravel()], -1),
+            mode="markers",
+            marker=dict(size=max(6, min(40, 300 // max(grid))), color="rgba(0,0,0,0)"),
+            hovertemplate="patch (row %{customdata[0]}, col %{customdata[1]})<extra></extra>",
+            showlegend=False,
+        )
+    )
+    line = dict(color="rgba(255,255,255,0.25)", width=1)
+    for r in range(1, grid[0]):
+        fig.add_hline(y=r * ph - 0.5, line=line)
+    for c in range(1, grid[1]):
+        fig.add_vline(x=c * pw - 0.5, line=line)
+    if query_patch is not None:
+        r, c = query_patch
+        fig.add_shape(
+            type="rect",
+            x0=c * pw - 0.5,
+            x1=(c + 1) * pw - 0.5,
+            y0=r * ph - 0.5,
+            y1=(r + 1) * ph - 0.5,
+            line=dict(color="#00e5ff", width=3),
+        )
+    _square_image_axes(fig, 1)
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=13)) if title else None,
+        height=height,
+        margin=dict(l=4, r=4, t=32 if title else 4, b=4),
+        clickmode="event+select",
+        dragmode=False,
+    )
+    return fig
+
+
+def token_matrix_figure(
+    probs: np.ndarray, labels: Sequence[str], query: int, n_extra_first: int, height: int = 420
+) -> go.Figure:
+    """A head's full attention ``[T, T]``: rows are queries, columns are keys.
+
+    Args:
+        probs: ``[T, T]`` probabilities.
+        labels: a name per token (for hover).
+        query: the query token, whose row is outlined.
+        n_extra_first: leading extra tokens; a line separates them from the patches.
+        height: figure height in pixels.
+    """
+    t = probs.shape[0]
+    names = np.asarray(labels, dtype=object)
+    hover = np.stack(np.broadcast_arrays(names[:, None], names[None, :]), -1)
+    fig = go.Figure(
+        go.Heatmap(
+            z=probs,
+            customdata=hover,
+            colorscale=SEQUENTIAL,
+            zmin=0,
+            colorbar=dict(thickness=12, title=dict(text="attention", side="right")),
+            hovertemplate="%{customdata[0]} → %{customdata[1]}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.add_shape(
+        type="rect", x0=-0.5, x1=t - 0.5, y0=query - 0.5, y1=query + 0.5,
+        line=dict(color="#00e5ff", width=2),
+    )  # fmt: skip
+    if n_extra_first:
+        edge = n_extra_first - 0.5
+        for add in (fig.add_hline, fig.add_vline):
+            add(edge, line=dict(color="white", width=1, dash="dot"))
+    fig.update_xaxes(title_text="key token", showticklabels=False, constrain="domain")
+    fig.update_yaxes(
+        title_text="query token", showticklabels=False, autorange="reversed", scaleanchor="x"
+    )
+    fig.update_layout(height=height, margin=dict(l=40, r=8, t=32, b=40))
+    return fig
+
+
+def head_statistic_figure(
+    values: np.ndarray, title: str, y_title: str, reference: tuple[float, str] | None = None
+) -> go.Figure:
+    """A statistic per head against depth, as in the ViT paper's mean-attention-distance chart.
+
+    Args:
+        values: ``[N, layers, heads]`` per sample; dots are the mean over samples, bars the
+            standard deviation.
+        title: the chart's title.
+        y_title: the y axis title (with unit).
+        reference: an optional horizontal line ``(value, label)``.
+    """
+    _, layers, heads = values.shape
+    mean, std = values.mean(0), values.std(0)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=np.arange(layers),
+            y=mean.mean(1),
+            mode="lines",
+            line=dict(color="rgba(120,120,120,0.6)", dash="dot"),
+            name="mean of heads",
+            hovertemplate="layer %{x}: %{y:.2f}<extra>mean of heads</extra>",
+        )
+    )
+    offsets = np.linspace(-0.18, 0.18, heads) if heads > 1 else np.zeros(1)
+    for h in range(heads):
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(layers) + offsets[h],
+                y=mean[:, h],
+                error_y=dict(array=std[:, h], thickness=1, width=0, color="rgba(0,0,0,0.2)"),
+                customdata=np.arange(layers),
+                mode="markers",
+                marker=dict(size=8, color=HEAD_COLOURS[h % len(HEAD_COLOURS)]),
+                name=f"head {h}",
+                hovertemplate=f"layer %{{customdata}}, head {h}: %{{y:.2f}}<extra></extra>",
+            )
+        )
+    if reference is not None:
+        fig.add_hline(
+            y=reference[0],
+            line=dict(color="grey", dash="dash", width=1),
+            annotation_text=reference[1],
+            annotation_position="bottom right",
+        )
+    fig.update_xaxes(
+        title_text="layer (depth)", tickmode="linear", dtick=1, range=[-0.5, layers - 0.5]
+    )
+    fig.update_yaxes(title_text=y_title, rangemode="tozero")
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=14)),
+        height=420,
+        margin=dict(l=50, r=10, t=40, b=40),
+        legend=dict(font=dict(size=11), orientation="h", yanchor="top", y=-0.22, x=0),
+    )
+    return fig
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows of equal keys as CSV text, with a header."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

@@ -1,0 +1,245 @@
+"""Figures and downloads of the attributions page. Inputs are numpy arrays; no torch here.
+
+Methods differ in scale by orders of magnitude (a gradient vs. an occlusion score), so every map
+is divided by its own 99th percentile of ``|value|`` and clipped to ``[-1, 1]``: one signed colour
+scale for all (red: evidence for the target class, blue: against), without a few extreme pixels
+washing out the rest.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw
+from plotly.subplots import make_subplots
+
+from ui.figures import DIVERGING, to_rgb_uint8
+
+SCALE = dict(colorscale=DIVERGING, cmin=-1.0, cmax=1.0, cmid=0.0)
+
+
+def normalised(heat: np.ndarray) -> np.ndarray:
+    """``[..., H, W]`` map divided by its 99th percentile of ``|value|``, clipped to ``[-1, 1]``."""
+    limit = float(np.percentile(np.abs(heat), 99)) or float(np.abs(heat).max()) or 1.0
+    return np.clip(heat / limit, -1.0, 1.0)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return to_rgb_uint8(image).mean(axis=2, keepdims=True).repeat(3, axis=2).astype(np.uint8)
+
+
+def map_grid(
+    image: np.ndarray,
+    heats: Sequence[np.ndarray],
+    titles: Sequence[str],
+    columns: int = 4,
+    cell_height: int = 210,
+    opacity: float = 0.7,
+) -> go.Figure:
+    """Maps ``[H, W]`` over the greyed input ``[C, H, W]``, on one shared signed colour scale."""
+    rows = max(1, -(-len(heats) // columns))
+    fig = make_subplots(
+        rows, columns, subplot_titles=list(titles), horizontal_spacing=0.02, vertical_spacing=0.1
+    )
+    grey = _grey(image)
+    for k, heat in enumerate(heats):
+        row, col = divmod(k, columns)
+        fig.add_trace(go.Image(z=grey, hoverinfo="skip"), row + 1, col + 1)
+        fig.add_trace(
+            go.Heatmap(
+                z=normalised(heat),
+                coloraxis="coloraxis",
+                opacity=opacity,
+                hovertemplate="x %{x}, y %{y}: %{z:.2f}<extra></extra>",
+            ),
+            row + 1,
+            col + 1,
+        )
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
+    for k in range(1, rows * columns + 1):
+        suffix = "" if k == 1 else str(k)
+        fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
+    fig.update_annotations(font_size=13)
+    fig.update_layout(
+        coloraxis=dict(
+            **SCALE,
+            colorbar=dict(
+                tickvals=[-1, 0, 1],
+                ticktext=["against", "0", "for"],
+                thickness=12,
+                len=0.8,
+            ),
+        ),
+        height=cell_height * rows + 40,
+        margin=dict(l=4, r=4, t=40, b=4),
+    )
+    return fig
+
+
+def grid_png(image: np.ndarray, heats: Sequence[np.ndarray], titles: Sequence[str]) -> bytes:
+    """The input and the maps side by side as a PNG, composed server-side (titles above)."""
+    cmap = matplotlib.colormaps["RdBu_r"]
+    side = 160
+    tiles = [Image.fromarray(to_rgb_uint8(image)).resize((side, side), Image.NEAREST)]
+    grey = _grey(image).astype(np.float32) / 255
+    for heat in heats:
+        colour = cmap((normalised(heat) + 1) / 2)[..., :3]
+        alpha = np.abs(normalised(heat))[..., None] * 0.8
+        blend = (grey * (1 - alpha) + colour * alpha) * 255
+        tiles.append(Image.fromarray(blend.round().astype(np.uint8)).resize((side, side)))
+    canvas = Image.new("RGB", (len(tiles) * (side + 8) + 8, side + 36), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, (tile, title) in enumerate(zip(tiles, ["input", *titles], strict=True)):
+        x = 8 + k * (side + 8)
+        canvas.paste(tile, (x, 28))
+        draw.text((x, 8), title, fill="black")
+    out = io.BytesIO()
+    canvas.save(out, format="PNG")
+    return out.getvalue()
+
+
+def maps_csv(heats: Mapping[str, np.ndarray]) -> str:
+    """Long-format CSV of maps ``[H, W]``: ``method,y,x,value``."""
+    lines = ["method,y,x,value"]
+    for name, heat in heats.items():
+        ys, xs = np.indices(heat.shape)
+        lines += [
+            f"{name},{y},{x},{v:.6g}"
+            for y, x, v in zip(ys.ravel(), xs.ravel(), heat.ravel(), strict=True)
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def units_bar(per_unit: np.ndarray, top: np.ndarray, unit_name: str = "channel") -> go.Figure:
+    """The top units' attributions as horizontal bars, largest ``|value|`` on top."""
+    values = per_unit[top]
+    fig = go.Figure(
+        go.Bar(
+            x=values[::-1],
+            y=[f"{unit_name} {u}" for u in top[::-1]],
+            orientation="h",
+            marker_color=np.where(values[::-1] >= 0, "#b2182b", "#2166ac"),
+            hovertemplate="%{y}: %{x:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=28 * len(top) + 70,
+        margin=dict(l=4, r=4, t=10, b=40),
+        xaxis_title="share of the target's score (+ for, − against)",
+    )
+    return fig
+
+
+def sanity_grid(
+    heats: np.ndarray, methods: Sequence[str], steps: Sequence[str], cell_height: int = 120
+) -> go.Figure:
+    """``heats [S + 1, M, H, W]`` as a grid: one row per method, one column per step."""
+    n_steps, n_methods = heats.shape[:2]
+    titles = ["original" if s == "original" else f"… to {s}" for s in steps]
+    fig = make_subplots(
+        n_methods,
+        n_steps,
+        column_titles=titles,
+        row_titles=list(methods),
+        horizontal_spacing=0.01,
+        vertical_spacing=0.02,
+    )
+    for j in range(n_methods):
+        for i in range(n_steps):
+            fig.add_trace(
+                go.Heatmap(
+                    z=normalised(heats[i, j]),
+                    coloraxis="coloraxis",
+                    hovertemplate="%{z:.2f}<extra></extra>",
+                ),
+                j + 1,
+                i + 1,
+            )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    for k in range(1, n_steps * n_methods + 1):
+        suffix = "" if k == 1 else str(k)
+        fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
+    fig.update_annotations(font_size=11)
+    fig.update_layout(
+        coloraxis=dict(**SCALE, showscale=False),
+        height=cell_height * n_methods + 60,
+        margin=dict(l=4, r=90, t=50, b=4),
+    )
+    return fig
+
+
+def correlation_figure(
+    correlation: np.ndarray, methods: Sequence[str], steps: Sequence[str]
+) -> go.Figure:
+    """Rank correlation ``[S + 1, M]`` with the original map as layers are randomised."""
+    fig = go.Figure()
+    for j, method in enumerate(methods):
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(len(steps))), y=correlation[:, j], mode="lines+markers", name=method
+            )
+        )
+    fig.add_hrect(y0=-0.5, y1=0.5, fillcolor="#2ca02c", opacity=0.08, line_width=0)
+    fig.update_layout(
+        height=320,
+        margin=dict(l=4, r=4, t=10, b=4),
+        xaxis=dict(
+            tickvals=list(range(len(steps))), ticktext=list(steps), title="randomised down to"
+        ),
+        yaxis=dict(range=[-1.05, 1.05], title="Spearman ρ with original (|map|)"),
+        legend=dict(orientation="h", y=1.12),
+    )
+    return fig
+
+
+def curves_figure(
+    fractions: np.ndarray, deletion: Mapping[str, np.ndarray], insertion: Mapping[str, np.ndarray]
+) -> go.Figure:
+    """Deletion and insertion curves ``[S + 1]`` per method, side by side."""
+    fig = make_subplots(
+        1,
+        2,
+        subplot_titles=[
+            "Deletion (lower area = more faithful)",
+            "Insertion (higher area = more faithful)",
+        ],
+    )
+    palette = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+    ]
+    for k, name in enumerate(deletion):
+        colour = palette[k % len(palette)]
+        for col, curves in ((1, deletion), (2, insertion)):
+            fig.add_trace(
+                go.Scatter(
+                    x=fractions,
+                    y=curves[name],
+                    name=name,
+                    legendgroup=name,
+                    showlegend=col == 1,
+                    line=dict(color=colour),
+                    hovertemplate=f"{name}: %{{y:.3f}} at %{{x:.0%}}<extra></extra>",
+                ),
+                1,
+                col,
+            )
+    fig.update_xaxes(title="fraction of pixels", tickformat=".0%")
+    fig.update_yaxes(title="target probability", range=[0, 1.02], col=1)
+    fig.update_yaxes(range=[0, 1.02], col=2)
+    fig.update_layout(
+        height=340, margin=dict(l=4, r=4, t=40, b=4), legend=dict(orientation="h", y=-0.25)
+    )
+    return fig

@@ -1,0 +1,293 @@
+"""Figures of the projections page: point maps, probe-vs-depth, CKA heatmaps, selections.
+
+Inputs are numpy arrays; no torch. Point maps use WebGL (``Scattergl``) so 50,000 points draw
+quickly; each point carries its position in the sample as ``customdata`` so a box or lasso
+selection maps back to samples whatever trace it fell in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+PALETTE = qualitative.Plotly + qualitative.Set2 + qualitative.Pastel1
+TRAINED, RANDOM, CHANCE = "#1f6feb", "#9aa4b2", "#c2c8d0"
+
+
+def _marker_size(n: int) -> float:
+    return float(np.clip(9 - 1.4 * np.log10(max(n, 1)), 2.5, 7))
+
+
+def point_map(
+    coords: np.ndarray,
+    colour: np.ndarray,
+    categories: Sequence[str] | None,
+    hover: Sequence[str],
+    selected: np.ndarray,
+    title: str = "",
+    colour_name: str = "",
+    height: int = 560,
+) -> go.Figure:
+    """A 2-D or 3-D scatter of ``coords [N, 2|3]`` coloured by ``colour [N]``.
+
+    Args:
+        coords: point coordinates.
+        colour: category codes (``categories`` given) or continuous values.
+        categories: names of the codes; ``None`` for a continuous colour (e.g. confidence).
+        hover: one text per point.
+        selected: ``[N]`` bool; when any is set, the rest are dimmed and these outlined.
+        title: figure title.
+        colour_name: legend / colour bar title.
+        height: pixels.
+    """
+    n, dims = coords.shape
+    positions = np.arange(n)
+    hover = np.asarray(hover, dtype=object)
+    dim = 0.18 if selected.any() else 0.85
+    size = _marker_size(n)
+    traces: list[go.BaseTraceType] = []
+
+    def trace(mask: np.ndarray, name: str, marker: dict, showlegend: bool = True):
+        common = dict(
+            mode="markers",
+            name=name,
+            customdata=positions[mask],
+            text=hover[mask],
+            hovertemplate="%{text}<extra></extra>",
+            marker=marker,
+            showlegend=showlegend,
+        )
+        if dims == 3:
+            x, y, z = coords[mask].T
+            return go.Scatter3d(x=x, y=y, z=z, **common)
+        return go.Scattergl(x=coords[mask, 0], y=coords[mask, 1], **common)
+
+    if categories is None:
+        traces.append(
+            trace(
+                np.ones(n, bool),
+                colour_name,
+                dict(
+                    color=colour,
+                    colorscale="Viridis",
+                    size=size,
+                    opacity=dim,
+                    colorbar=dict(title=colour_name, thickness=12),
+                ),
+                showlegend=False,
+            )
+        )
+    else:
+        for code, name in enumerate(categories):
+            mask = colour == code
+            if mask.any():
+                marker = dict(color=PALETTE[code % len(PALETTE)], size=size, opacity=dim)
+                traces.append(trace(mask, str(name), marker))
+    if selected.any():
+        ring = dict(size=size + 4, color="rgba(0,0,0,0)", line=dict(color="#111", width=1.5))
+        traces.append(trace(selected, "selected", ring))
+    fig = go.Figure(traces)
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=14)) if title else None,
+        height=height,
+        margin=dict(l=8, r=8, t=40 if title else 8, b=8),
+        legend=dict(title=colour_name, itemsizing="constant"),
+        dragmode="lasso" if dims == 2 else "orbit",
+        plot_bgcolor="white",
+    )
+    if dims == 2:
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False, scaleanchor="x")
+    else:
+        axis = dict(visible=False)
+        fig.update_layout(scene=dict(xaxis=axis, yaxis=axis, zaxis=axis))
+    return fig
+
+
+def depth_strip(
+    coords: np.ndarray,
+    layers: Sequence[str],
+    colour: np.ndarray,
+    categories: Sequence[str],
+    columns: int = 4,
+) -> go.Figure:
+    """Small multiples: ``coords [L, N, 2]``, one panel per layer, coloured by category."""
+    rows = -(-len(layers) // columns)
+    fig = make_subplots(
+        rows, columns, subplot_titles=list(layers), horizontal_spacing=0.02, vertical_spacing=0.06
+    )
+    size = max(2.0, _marker_size(coords.shape[1]) - 2)
+    for i, layer_coords in enumerate(coords):
+        for code, name in enumerate(categories):
+            mask = colour == code
+            fig.add_trace(
+                go.Scattergl(
+                    x=layer_coords[mask, 0],
+                    y=layer_coords[mask, 1],
+                    mode="markers",
+                    name=str(name),
+                    legendgroup=str(name),
+                    showlegend=i == 0,
+                    marker=dict(color=PALETTE[code % len(PALETTE)], size=size, opacity=0.8),
+                    hoverinfo="skip",
+                ),
+                row=i // columns + 1,
+                col=i % columns + 1,
+            )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(
+        height=230 * rows + 40,
+        margin=dict(l=8, r=8, t=30, b=8),
+        plot_bgcolor="white",
+        legend=dict(orientation="h", y=-0.02, itemsizing="constant"),
+    )
+    return fig
+
+
+def probe_vs_depth(
+    layers: Sequence[str],
+    trained: np.ndarray,
+    random: np.ndarray | None,
+    chance: float,
+    target: str,
+    knn: np.ndarray | None = None,
+    height: int = 420,
+) -> go.Figure:
+    """Probe accuracy against depth: trained vs random init, with error bars over splits.
+
+    Args:
+        layers: layer names, shallow to deep (``L``).
+        trained: ``[L, S]`` linear-probe accuracies of the trained model.
+        random: ``[L, S]`` the same for random weights, or ``None``.
+        chance: majority-class accuracy (a dashed line).
+        target: what is probed (``label``, ``colour``, ...).
+        knn: ``[L, S]`` k-NN accuracies of the trained model, or ``None``.
+        height: pixels.
+    """
+    x = list(layers)
+    fig = go.Figure()
+
+    def line(values: np.ndarray, name: str, colour: str, dash: str = "solid") -> None:
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=values.mean(1),
+                error_y=dict(type="data", array=values.std(1), thickness=1.2, width=3),
+                mode="lines+markers",
+                name=name,
+                line=dict(color=colour, width=3 if dash == "solid" else 2, dash=dash),
+                marker=dict(size=7),
+                hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>",
+            )
+        )
+
+    line(trained, "trained · linear probe", TRAINED)
+    if knn is not None:
+        line(knn, "trained · k-NN", TRAINED, dash="dot")
+    if random is not None:
+        line(random, "random init · linear probe", RANDOM)
+    fig.add_hline(
+        y=chance,
+        line=dict(color=CHANCE, dash="dash"),
+        annotation_text=f"chance {chance:.0%}",
+        annotation_position="bottom right",
+    )
+    fig.update_layout(
+        title=dict(text=f"How linearly readable is the <b>{target}</b>, layer by layer?"),
+        height=height,
+        margin=dict(l=8, r=8, t=48, b=8),
+        yaxis=dict(title="held-out accuracy", tickformat=".0%", range=[0, 1.05]),
+        xaxis=dict(title="layer (input → output)", tickangle=-35),
+        legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"),
+        plot_bgcolor="white",
+    )
+    fig.update_yaxes(gridcolor="#eee")
+    return fig
+
+
+def factor_heatmap(
+    layers: Sequence[str], targets: Sequence[str], accuracy: np.ndarray, chance: np.ndarray
+) -> go.Figure:
+    """Probe accuracy above chance, ``accuracy [L, T]``: which layer holds which factor."""
+    lift = (accuracy - chance) / np.clip(1 - chance, 1e-6, None)
+    fig = go.Figure(
+        go.Heatmap(
+            z=lift.T,
+            x=list(layers),
+            y=list(targets),
+            text=np.vectorize(lambda v: f"{v:.0%}")(accuracy.T),
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            colorbar=dict(title="above<br>chance", tickformat=".0%", thickness=12),
+            hovertemplate="%{y} at %{x}: %{text}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=60 + 38 * len(targets), margin=dict(l=8, r=8, t=8, b=8), xaxis=dict(tickangle=-35)
+    )
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def cka_heatmap(
+    matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], x_title: str, y_title: str
+) -> go.Figure:
+    """Linear CKA between layers: ``matrix [len(rows), len(columns)]`` in ``[0, 1]``."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=list(columns),
+            y=list(rows),
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            colorbar=dict(title="CKA", thickness=12),
+            hovertemplate="%{y} vs %{x}: %{z:.2f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=480,
+        margin=dict(l=8, r=8, t=8, b=8),
+        xaxis=dict(title=x_title, tickangle=-35),
+        yaxis=dict(title=y_title, autorange="reversed", scaleanchor="x"),
+    )
+    return fig
+
+
+def label_histogram(
+    labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str]
+) -> go.Figure:
+    """Counts per class in a selection: true labels and predictions side by side."""
+    k = len(class_names)
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=list(class_names),
+                y=np.bincount(labels, minlength=k),
+                name="true label",
+                marker_color=TRAINED,
+            ),
+            go.Bar(
+                x=list(class_names),
+                y=np.bincount(predicted, minlength=k),
+                name="predicted",
+                marker_color=RANDOM,
+            ),
+        ]
+    )
+    fig.update_layout(
+        barmode="group",
+        height=260,
+        margin=dict(l=8, r=8, t=8, b=8),
+        legend=dict(orientation="h", y=1.02, yanchor="bottom"),
+        yaxis_title="samples",
+    )
+    return fig
