@@ -29,7 +29,7 @@ from streamlit.proto.ClientState_pb2 import ClientState
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 FINISHED = ForwardMsg.ScriptFinishedStatus
 
@@ -95,8 +95,8 @@ class StreamlitTab:
         self._ws: ClientConnection | None = None
         self._states: dict[str, WidgetState] = {}
         self._timers: dict[str, tuple[float, float]] = {}  # fragment id -> (interval, next due)
-        self._broken = False
         self._page = ""
+        self._broken = False
 
     async def open(self, page: str = "", query: str = "") -> RunResult:
         """Loads ``/<page>?<query>`` as a fresh tab: connects and runs the script once."""
@@ -108,7 +108,7 @@ class StreamlitTab:
                 connect(self.url, subprotocols=["streamlit"], max_size=None, compression=None),
                 self.timeout,
             )
-        except (OSError, TimeoutError, ConnectionClosed) as err:
+        except (OSError, TimeoutError, WebSocketException) as err:
             self._broken = True
             return RunResult(time.perf_counter() - start, "disconnected", [repr(err)])
         return await self._rerun(ClientState(query_string=query, page_name=page), start)

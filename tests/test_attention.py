@@ -78,9 +78,10 @@ def test_builtin_vit_capture_shape_rows_and_hand_computation() -> None:
     with torch.no_grad():
         np.testing.assert_allclose(maps.logits, model(x).numpy(), atol=1e-6)
         tokens = capture(model, x, ["blocks.0.norm1"]).arrays["blocks.0.norm1"]
-        qkv = model.blocks[0].attn.qkv(torch.from_numpy(tokens)).reshape(3, 65, 3, 4, 16)
+        head_dim = model.head.in_features // 4
+        qkv = model.blocks[0].attn.qkv(torch.from_numpy(tokens)).reshape(3, 65, 3, 4, head_dim)
         q, k = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
-        hand = torch.softmax(q @ k.transpose(-1, -2) / 4.0, -1).numpy()
+        hand = torch.softmax(q @ k.transpose(-1, -2) / head_dim**0.5, -1).numpy()
     np.testing.assert_allclose(maps.probs[:, 0], hand, atol=1e-5)
     assert count_hooks(model) == 0
 
