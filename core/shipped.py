@@ -26,9 +26,7 @@ SHIPPED_CONFIGS = {
         weight_decay=0.05,
         device="cpu",
     ),
-    "mlp-digits": TrainConfig(
-        model="mlp", dataset="digits", epochs=10, batch_size=32, device="cpu"
-    ),
+    "mlp-digits": TrainConfig(model="mlp", dataset="digits", epochs=6, batch_size=32, device="cpu"),
 }
 
 

@@ -111,8 +111,10 @@ def new_page(browser: object) -> object:
 
 
 def open_page(browser: object, url: str, name: str) -> object:
+    """Opens ``url``, waits for its first chart and for the script to finish, screenshots it."""
     page = new_page(browser)
     page.goto(url, wait_until="domcontentloaded")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=300_000)
     settle(page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

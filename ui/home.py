@@ -31,7 +31,11 @@ def training_curves(history: list[dict[str, float]]) -> go.Figure:
             )
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
-    fig.update_layout(height=280, margin=dict(l=10, r=10, t=30, b=10), legend=dict(x=0.35, y=1))
+    fig.update_layout(
+        height=300,
+        margin=dict(l=10, r=10, t=50, b=10),
+        legend=dict(orientation="h", x=0.5, xanchor="center", y=1.22),
+    )
     return fig
 
 
@@ -55,7 +59,7 @@ def sample_grid(
         annotation.font = dict(size=11, color="#334155" if ok else "#dc2626")
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(height=150 * rows + 20, margin=dict(l=0, r=0, t=24, b=0))
+    fig.update_layout(height=100 * rows + 10, margin=dict(l=0, r=0, t=22, b=0))
     return fig
 
 
