@@ -8,6 +8,9 @@ pass checks which ones were overwritten; those layers (and only those) are clone
 hook from then on, the set learned once per model, and the pass is redone if it ever grows.
 Values on the CPU leave as zero-copy numpy views.
 
+:func:`layer_output` runs a model only up to one layer and stops there (with gradients, if the
+caller enables them), for top-k retrieval and feature visualisation.
+
 Over a dataset, :func:`capture_dataset` works batch by batch into preallocated arrays, optionally
 float16 memory-maps on disk, so memory is bounded by one batch of the requested layers.
 """
@@ -25,7 +28,7 @@ import torch
 from numpy.lib.format import open_memmap
 from torch import nn
 
-from core.hooks import forward_hooks, model_lock
+from core.hooks import forward_hooks, get_module, model_lock
 
 INPUT = "(input)"
 """Pseudo-layer name for the model's input pixels ``[N, C, H, W]``."""
@@ -233,3 +236,49 @@ def capture_dataset(
     if logits is None:
         raise ValueError("No inputs to capture.")
     return Capture(arrays=arrays, logits=logits)
+
+
+class _Reached(Exception):
+    """Raised inside a hook to end a forward pass once the wanted layer has run."""
+
+
+def layer_output(
+    model: nn.Module, inputs: torch.Tensor, layer: str, *, before: bool = False
+) -> torch.Tensor:
+    """The output of ``layer`` for ``inputs``, running the model only up to that layer.
+
+    The pass stops at the layer's first call, so later in-place ops cannot alter the result.
+    Gradients flow if the caller has them enabled.
+
+    Args:
+        model: the model.
+        inputs: ``[N, C, H, W]`` batch on the model's device.
+        layer: a ``named_modules()`` name.
+        before: return the layer's input instead (e.g. a ReLU's pre-activation; the layer
+            itself does not run, so an in-place layer cannot overwrite it).
+
+    Returns:
+        The layer's output (or input) ``[N, *shape]``.
+    """
+    seen: list[torch.Tensor] = []
+
+    def keep(output: object) -> None:
+        tensor = first_tensor(output)
+        if tensor is not None:
+            seen.append(tensor)
+            raise _Reached
+
+    with model_lock(model):
+        if before:
+            handle = get_module(model, layer).register_forward_pre_hook(lambda _m, i: keep(i))
+        else:
+            handle = get_module(model, layer).register_forward_hook(lambda _m, _i, o: keep(o))
+        try:
+            model(inputs)
+        except _Reached:
+            pass
+        finally:
+            handle.remove()
+    if not seen:
+        raise ValueError(f"Layer {layer!r} produced no tensor in the forward pass.")
+    return seen[0]

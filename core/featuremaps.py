@@ -3,8 +3,6 @@ the first layer's filters and an MLP's input weights as images.
 
 One forward pass captures every layer for a sample (:func:`sample_maps`); everything else here
 slices that capture or reads weights, so switching layer or channel costs no model call.
-:func:`layer_output` runs a model only up to one layer (the pass stops there), which top-k
-retrieval and feature visualisation build on.
 
 What can go wrong: a layer whose output is not a stack of maps ``[C, H, W]`` (a ``ValueError``
 naming its shape), a channel index out of range, an image of another size than the model takes
@@ -24,61 +22,14 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from core.activations import capture, first_tensor
+from core.activations import capture
 from core.data import adapt_images
-from core.hooks import get_module, model_lock
 
 ORDERS = ("channel", "mean", "max")
 """How a grid orders channels: by index, or by mean or max activation (strongest first)."""
 
 SUMMARIES = ("max", "mean")
 """How the depth strip sums up a layer: its strongest channel, or the mean over channels."""
-
-
-class _Reached(Exception):
-    """Raised inside a hook to end a forward pass once the wanted layer has run."""
-
-
-def layer_output(
-    model: nn.Module, inputs: torch.Tensor, layer: str, *, before: bool = False
-) -> torch.Tensor:
-    """The output of ``layer`` for ``inputs``, running the model only up to that layer.
-
-    The pass stops at the layer's first call, so later in-place ops cannot alter the result.
-    Gradients flow if the caller has them enabled.
-
-    Args:
-        model: the model.
-        inputs: ``[N, C, H, W]`` batch on the model's device.
-        layer: a ``named_modules()`` name.
-        before: return the layer's input instead (e.g. a ReLU's pre-activation; the layer
-            itself does not run, so an in-place layer cannot overwrite it).
-
-    Returns:
-        The layer's output (or input) ``[N, *shape]``.
-    """
-    seen: list[torch.Tensor] = []
-
-    def keep(output: object) -> None:
-        tensor = first_tensor(output)
-        if tensor is not None:
-            seen.append(tensor)
-            raise _Reached
-
-    with model_lock(model):
-        if before:
-            handle = get_module(model, layer).register_forward_pre_hook(lambda _m, i: keep(i))
-        else:
-            handle = get_module(model, layer).register_forward_hook(lambda _m, _i, o: keep(o))
-        try:
-            model(inputs)
-        except _Reached:
-            pass
-        finally:
-            handle.remove()
-    if not seen:
-        raise ValueError(f"Layer {layer!r} produced no tensor in the forward pass.")
-    return seen[0]
 
 
 @dataclass(frozen=True)

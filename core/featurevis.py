@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.activations import model_device
-from core.featuremaps import check_channel, layer_output
+from core.activations import layer_output, model_device
+from core.featuremaps import check_channel
 from core.hooks import get_module
 
 PARAMETERISATIONS = ("fourier", "pixel")

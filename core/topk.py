@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.activations import model_device
-from core.featuremaps import check_channel, layer_output
+from core.activations import layer_output, model_device
+from core.featuremaps import check_channel
 from core.hooks import model_lock
 
 RANKINGS = ("max", "mean")

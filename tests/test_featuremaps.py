@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core import featuremaps as fmaps
-from core.activations import capture
+from core.activations import capture, layer_output
 from core.hooks import count_hooks
 from core.models import build_model
 
@@ -39,11 +39,11 @@ def test_other_image_size_is_resized_with_a_note(cnn: torch.nn.Module) -> None:
 
 def test_layer_output_stops_at_the_layer_and_removes_its_hook(cnn: torch.nn.Module) -> None:
     x = torch.rand(2, 3, 16, 16)
-    out = fmaps.layer_output(cnn, x, "block2.conv1")
+    out = layer_output(cnn, x, "block2.conv1")
     with torch.no_grad():
         expected = cnn.block2.conv1(cnn.block1(x))
     torch.testing.assert_close(out, expected)
-    before = fmaps.layer_output(cnn, x, "block1.relu1", before=True)
+    before = layer_output(cnn, x, "block1.relu1", before=True)
     torch.testing.assert_close(before, cnn.block1.bn1(cnn.block1.conv1(x)))
     assert count_hooks(cnn) == 0
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core import featurevis as fvis
-from core.featuremaps import layer_output
+from core.activations import layer_output
 from core.hooks import count_hooks
 from core.models import build_model
 
