@@ -33,6 +33,9 @@ from core.hooks import forward_hooks, get_module, model_lock
 INPUT = "(input)"
 """Pseudo-layer name for the model's input pixels ``[N, C, H, W]``."""
 
+CLS_SUFFIX = " (CLS)"
+"""``"<layer> (CLS)"`` names token 0 of a layer whose output is tokens ``[N, T, D]``: ``[N, D]``."""
+
 _overwritten: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
 
 
@@ -162,13 +165,14 @@ def capture(model: nn.Module, inputs: torch.Tensor | np.ndarray, layers: Sequenc
     Args:
         model: the model, in the mode it should run in (normally eval).
         inputs: ``[N, C, H, W]`` batch, on any device; moved to the model's device.
-        layers: ``named_modules()`` names, or :data:`INPUT`.
+        layers: ``named_modules()`` names, :data:`INPUT`, or ``<name> (CLS)`` (token 0 of a
+            token layer, see :data:`CLS_SUFFIX`).
 
     Returns:
         A :class:`Capture` with ``[N, *shape]`` float32 arrays on the CPU.
     """
     x = torch.as_tensor(inputs).to(model_device(model), torch.float32)
-    names = [n for n in dict.fromkeys(layers) if n != INPUT]
+    names = list(dict.fromkeys(n.removesuffix(CLS_SUFFIX) for n in layers if n != INPUT))
     with model_lock(model):
         overwritten = _overwritten.setdefault(model, set())
         while True:
@@ -180,9 +184,17 @@ def capture(model: nn.Module, inputs: torch.Tensor | np.ndarray, layers: Sequenc
     missing = [n for n in names if n not in seen]
     if missing:
         raise ValueError(f"These layers produced no tensor in the forward pass: {missing}.")
-    arrays = {n: _as_numpy(seen[n][0]) for n in names}
-    if INPUT in layers:
-        arrays[INPUT] = _as_numpy(x)
+    arrays = {}
+    for name in dict.fromkeys(layers):
+        if name == INPUT:
+            arrays[name] = _as_numpy(x)
+        elif name.endswith(CLS_SUFFIX):
+            tokens = seen[name.removesuffix(CLS_SUFFIX)][0]
+            if tokens.dim() != 3:
+                raise ValueError(f"{name}: the layer outputs {tuple(tokens.shape)}, not tokens.")
+            arrays[name] = _as_numpy(tokens[:, 0])
+        else:
+            arrays[name] = _as_numpy(seen[name][0])
     return Capture(arrays=arrays, logits=_as_numpy(first_tensor(logits)))
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.activations import Capture, model_device
+from core.activations import CLS_SUFFIX, Capture, capture_dataset, model_device
 from core.hooks import forward_hooks
 from core.models import build_model
 
@@ -457,8 +457,8 @@ def head_statistics(
 
 
 def cls_layer_name(block: str) -> str:
-    """The pseudo-layer name of the CLS token at the output of ``block``."""
-    return f"{block} (CLS)"
+    """The pseudo-layer name of the CLS token at the output of ``block`` (see ``capture``)."""
+    return block + CLS_SUFFIX
 
 
 def cls_tokens(
@@ -493,30 +493,8 @@ def cls_tokens(
     first = capture_attention(model, images[:1])
     if not first.layout.has_cls:
         raise ValueError("This model's tokens start with a patch: it has no CLS token.")
-    arrays: dict[str, np.ndarray] = {}
-    logits: list[np.ndarray] = []
-    seen: dict[str, torch.Tensor] = {}
-
-    def keep(block: str) -> Callable[..., None]:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            seen[block] = output[:, 0].detach().float().cpu()
-
-        return hook
-
-    for start in range(0, n, batch_size):
-        x = torch.as_tensor(images[start : start + batch_size]).to(
-            model_device(model), torch.float32
-        )
-        with forward_hooks(model, {b: keep(b) for b in blocks}), torch.no_grad():
-            logits.append(model(x).float().cpu().numpy())
-        for block in blocks:
-            name = cls_layer_name(block)
-            if name not in arrays:
-                arrays[name] = np.empty((n, seen[block].shape[-1]), np.float32)
-            arrays[name][start : start + len(x)] = seen[block].numpy()
-        if progress is not None:
-            progress(min(start + batch_size, n), n)
-    return Capture(arrays=arrays, logits=np.concatenate(logits))
+    names = [cls_layer_name(block) for block in blocks]
+    return capture_dataset(model, images, names, batch_size=batch_size, progress=progress)
 
 
 def query_attention(maps: AttentionMaps, query: int, sample: int = 0) -> np.ndarray:

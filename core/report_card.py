@@ -54,13 +54,17 @@ class LayerReport:
         return cka_matrix(list(self.grams), None if other is None else list(other.grams))
 
 
-def depth_layers(layers: Sequence[LayerInfo], limit: int = 12) -> list[str]:
+def depth_layers(
+    layers: Sequence[LayerInfo], limit: int = 12, tokens: Sequence[str] = ()
+) -> list[str]:
     """A ladder of layers to report on: the input, each activation and pooling, the logits.
 
-    Evenly thinned to ``limit`` (keeping the first and last) for deep models.
+    For a transformer, pass ``tokens`` (the CLS token of each block, ``"<block> (CLS)"``):
+    the ladder is then the input, those, and the logits. Evenly thinned to ``limit``
+    (keeping the first and last) for deep models.
     """
     leaves = [layer for layer in layers if layer.is_leaf]
-    picked = [layer.name for layer in leaves[:-1] if layer.type in _DEPTH_TYPES]
+    picked = list(tokens) or [layer.name for layer in leaves[:-1] if layer.type in _DEPTH_TYPES]
     if len(picked) < 2:
         picked = [layer.name for layer in leaves[:-1]]
     names = [INPUT, *picked, leaves[-1].name]

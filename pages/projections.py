@@ -115,7 +115,9 @@ def show_selection(chosen: np.ndarray, idx: np.ndarray, predicted: np.ndarray) -
 
 def map_view() -> None:
     """One layer's map, with selection, gallery and CSV download."""
-    names = [INPUT] + [layer.name for layer in cache.layers(selection.run)]
+    names = [INPUT, *cache.cls_layers(selection.run)] + [
+        layer.name for layer in cache.layers(selection.run)
+    ]
     ladder = cache.report_layers(selection.run)
     sizes = [s for s in SAMPLE_SIZES if s < len(data)] + [len(data)]
     c1, c2, c3 = st.columns([3, 2.2, 1.2])

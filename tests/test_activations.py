@@ -139,3 +139,12 @@ def test_capture_dataset_batches_and_memmaps(tmp_path: Path) -> None:
     assert isinstance(array, np.memmap) and array.dtype == np.float16
     assert (tmp_path / "block1.relu2.npy").is_file()
     np.testing.assert_allclose(array, whole.arrays["block1.relu2"], rtol=2e-3, atol=2e-3)
+
+
+def test_cls_pseudo_layer_is_token_zero() -> None:
+    model = build_model("vit", (3, 32, 32), 6)
+    x = torch.rand(2, 3, 32, 32)
+    got = capture(model, x, ["blocks.1", "blocks.1 (CLS)"])
+    np.testing.assert_array_equal(got.arrays["blocks.1 (CLS)"], got.arrays["blocks.1"][:, 0])
+    with pytest.raises(ValueError, match="not tokens"):
+        capture(build_model("cnn", (3, 32, 32), 6), x, ["block1.conv1 (CLS)"])

@@ -278,8 +278,8 @@ def depth_projection(
 
 
 def report_layers(name: str) -> list[str]:
-    """The run's layers the report card covers, shallow to deep."""
-    return card.depth_layers(layers(name))
+    """The run's layers the report card covers, shallow to deep (CLS tokens for a ViT)."""
+    return card.depth_layers(layers(name), tokens=cls_layers(name))
 
 
 def _held_out(name: str, mtime: float, n: int, seed: int) -> np.ndarray:
@@ -329,6 +329,17 @@ def run_has_attention(name: str) -> bool:
     """Whether the run's model has attention layers (decided without loading its weights)."""
     info = next((r for r in run_list() if r.name == name), None)
     return info is not None and _architecture_has_attention(info.arch, tuple(info.input_shape))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _cls_layers(name: str, mtime: float) -> list[str]:
+    sites = attn.attention_sites(_loaded_run(name, mtime).model)
+    return [attn.cls_layer_name(block) for block in dict.fromkeys(s.block for s in sites)]
+
+
+def cls_layers(name: str) -> list[str]:
+    """``"<block> (CLS)"`` pseudo-layers of a ViT run, shallow to deep (empty for other runs)."""
+    return _cls_layers(name, run_mtime(name)) if run_has_attention(name) else []
 
 
 def attention_runs() -> list[str]:
