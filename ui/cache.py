@@ -295,15 +295,14 @@ def _report(name: str, mtime: float, n: int, versus: str, seed: int) -> card.Lay
     data = run.dataset
     targets = {card.LABEL: data.labels[idx], **{k: v[idx] for k, v in data.factors.items()}}
     if versus == "trained":
-        model, names = run.model, card.depth_layers(_layers(name, mtime))
-        images = data.images[idx]
+        model, names, images = run.model, report_layers(name), data.images[idx]
     elif versus == "random":
         info = run.info
         model = card.random_init_model(info.arch, info.input_shape, len(data.info.class_names))
-        names, images = card.depth_layers(_layers(name, mtime)), data.images[idx]
+        names, images = report_layers(name), data.images[idx]
     else:
         other = _loaded_run(versus, run_mtime(versus))
-        model, names = other.model, card.depth_layers(layers(versus))
+        model, names = other.model, report_layers(versus)
         images = adapt_images(data.images[idx], other.info.input_shape)
     return card.layer_report(model, images, targets, names, seed=seed)
 
