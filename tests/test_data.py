@@ -141,3 +141,15 @@ def test_adapt_images_channels_and_size() -> None:
     assert rgb.shape == (4, 3, 16, 16)
     np.testing.assert_array_equal(rgb[:, 0], rgb[:, 2])
     assert adapt_images(rgb, (1, 16, 16)).shape == (4, 1, 16, 16)
+
+
+def test_download_offline_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from urllib.error import URLError
+
+    def offline(*_args, **_kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", offline)
+    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", offline)
+    with pytest.raises(DatasetUnavailableError, match="allow downloading when online"):
+        load_dataset("mnist", root=tmp_path, download=True)

@@ -90,3 +90,16 @@ def test_not_a_weights_file(tmp_path: Path) -> None:
     path.write_text("hello")
     with pytest.raises(UnsafeFileError):
         load_weights(build_model("mlp", (1, 8, 8), 10), path)
+
+
+def test_pretrained_offline_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    from urllib.error import URLError
+
+    from core.models import WeightsUnavailableError
+
+    def offline(*_args, **_kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr("torch.hub.load_state_dict_from_url", offline)
+    with pytest.raises(WeightsUnavailableError, match="local .safetensors or .pth"):
+        build_model("tv:resnet18", (3, 224, 224), 1000, pretrained=True)
