@@ -101,5 +101,5 @@ def test_pretrained_offline_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> 
         raise URLError("no network")
 
     monkeypatch.setattr("torch.hub.load_state_dict_from_url", offline)
-    with pytest.raises(WeightsUnavailableError, match="local .safetensors or .pth"):
+    with pytest.raises(WeightsUnavailableError, match=r"local \.safetensors or \.pth"):
         build_model("tv:resnet18", (3, 224, 224), 1000, pretrained=True)
