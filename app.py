@@ -7,7 +7,7 @@ import streamlit as st
 from ui import cache
 
 st.set_page_config(page_title="layerscope", page_icon=":material/biotech:", layout="wide")
-cache.start_umap_warm_up()  # once per server process, in a daemon thread
+cache.start_warm_up()  # once per server process, in a daemon thread
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 
 import numpy as np
@@ -20,7 +19,7 @@ from ui.attributions import (
     sanity_grid,
     units_bar,
 )
-from ui.figures import PLOTLY_CONFIG, image_figure, overlay_figure
+from ui.figures import PLOTLY_CONFIG, image_figure, npy_bytes, overlay_figure
 
 selection = state.require_selection()
 run = cache.loaded_run(selection.run)
@@ -191,23 +190,21 @@ with tab_maps:
         stem = f"{selection.run}_sample{selection.sample}_{target_name}"
         d1.download_button(
             "Download the grid (PNG)",
-            grid_png(image, list(heats.values()), [METHODS[n] for n in heats]),
+            lambda: grid_png(image, list(heats.values()), [METHODS[n] for n in heats]),
             file_name=f"{stem}_attributions.png",
             mime="image/png",
             key="attr_png",
         )
-        buffer = io.BytesIO()
-        np.save(buffer, np.stack(list(heats.values())).astype(np.float32))
         d2.download_button(
             "Download the maps (NPY)",
-            buffer.getvalue(),
+            lambda: npy_bytes(np.stack(list(heats.values())).astype(np.float32)),
             file_name=f"{stem}_{'+'.join(heats)}.npy",
             key="attr_npy",
             help=f"Array [{len(heats)}, H, W], methods in file-name order, channels summed.",
         )
         d3.download_button(
             "Download the maps (CSV)",
-            maps_csv(heats),
+            lambda: maps_csv(heats),
             file_name=f"{stem}_attributions.csv",
             mime="text/csv",
             key="attr_csv",

@@ -15,7 +15,7 @@ from core.activations import LayerInfo
 from core.featurevis import PARAMETERISATIONS, FeatureVisConfig
 from ui import cache, state
 from ui import featuremaps as figs
-from ui.figures import PLOTLY_CONFIG, image_figure, overlay_figure
+from ui.figures import PLOTLY_CONFIG, image_figure, npy_bytes, overlay_figure
 
 PER_PAGE = 64
 TABS = ["Channel maps", "Across depth", "Learned filters", "Top examples", "Feature visualisation"]
@@ -125,7 +125,7 @@ def channel_maps_tab(sample: fmaps.SampleMaps, layer: str, channel: int) -> None
             key="fm_csv", icon=":material/download:", help="Every channel: channel,row,col,value.",
         )  # fmt: skip
         d2.download_button(
-            "NPY", lambda: figs.npy_bytes(activation), f"{stem}.npy",
+            "NPY", lambda: npy_bytes(activation), f"{stem}.npy",
             "application/octet-stream", key="fm_npy", icon=":material/download:",
             help="The layer's maps for this input as a [C, H, W] array.",
         )  # fmt: skip

@@ -151,7 +151,8 @@ def train_form() -> None:
             seed=int(seed),
         )
         st.session_state["training_job"] = TrainingJob(config, name=name or None)
-    training_status()
+    if "training_job" in st.session_state:  # poll only while a job exists
+        training_status()
 
 
 def bring_your_own() -> None:

@@ -25,7 +25,7 @@ selection = state.require_selection()
 run = cache.loaded_run(selection.run)
 data, info = run.dataset, run.info
 classes = data.info.class_names
-cache.start_umap_warm_up()
+cache.start_warm_up()
 
 st.title("Projections")
 st.caption(

@@ -193,10 +193,23 @@ def feature_vis(
 # --- projections and the layer report card -----------------------------------------------------
 
 
+def _warm_up() -> None:
+    default = runs.DEFAULT_RUN
+    if default in {r.name for r in run_list()}:
+        layers(default)
+        predictions(default, "val")
+        predictions(default, "test")
+    proj.warm_up()
+
+
 @st.cache_resource(show_spinner=False)
-def start_umap_warm_up() -> threading.Thread:
-    """Compiles umap-learn's kernels in a daemon thread, once per server process."""
-    thread = threading.Thread(target=proj.warm_up, name="umap-warm-up", daemon=True)
+def start_warm_up() -> threading.Thread:
+    """Starts the warm-up, once per server process, in a daemon thread.
+
+    It loads and scores the default run (what the first visitor sees), then compiles
+    umap-learn's kernels (the first projection).
+    """
+    thread = threading.Thread(target=_warm_up, name="warm-up", daemon=True)
     thread.start()
     return thread
 

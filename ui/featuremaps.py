@@ -245,10 +245,3 @@ def grid_csv(activation: np.ndarray) -> bytes:
         delimiter=",",
     )
     return buffer.getvalue().encode()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    """An array as the bytes of an ``.npy`` file."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
