@@ -1,9 +1,9 @@
 """Classroom load: the real app, N students at once, each clicking through a lesson.
 
 Usage: ``.venv/bin/python bench/classroom.py [--sessions 30] [--ramp 10] [--think 2]``.
-Starts ``streamlit run app.py`` on a free local port (runs root: a fresh temp folder, so only
-the shipped runs), waits for ``/_stcore/health``, then drives ``--sessions`` protocol-level tabs
-(:mod:`bench.streamlit_client`; no browser) through:
+Starts the app (``python -m ui.serve``, as ``make run`` does) on a free local port (runs root:
+a fresh temp folder, so only the shipped runs), waits for ``/_stcore/health``, then drives
+``--sessions`` protocol-level tabs (:mod:`bench.streamlit_client`; no browser) through:
 
 1. open home ``/``,
 2. switch run in the sidebar (``mlp-digits`` or ``vit-shapes``, alternating; another run where
@@ -124,7 +124,7 @@ def start_server(port: int, runs_root: str, log_path: Path) -> subprocess.Popen:
     """Starts the app as a class would use it (headless, no file watcher) and waits for health."""
     env = {**os.environ, "LAYERSCOPE_RUNS": runs_root}
     command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
+        sys.executable, "-m", "ui.serve",
         "--server.port", str(port), "--server.address", "127.0.0.1",
         "--server.headless", "true", "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",

@@ -15,7 +15,9 @@ UMAP is the slow one, for three reasons this module handles:
   to umap-learn as ``precomputed_knn``: same algorithm, no approximation, no compilation.
 - **Sharing.** umap-learn's numba thread count is process state, and a fit on every core
   starves the torch forward pass of another browser session. Fits are serialised by one
-  process-wide lock and run with at most :func:`fit_threads` threads (numba and BLAS).
+  process-wide lock and run with at most :func:`fit_threads` threads (numba and BLAS). The app
+  goes further and runs UMAP and t-SNE in :mod:`core.worker`'s process, so a fit never holds
+  the server's interpreter lock.
 
 A fixed seed makes umap-learn single-threaded (1.3-1.8x slower) but gives the same
 coordinates on every run, which an audit needs; we choose reproducibility.

@@ -22,7 +22,7 @@ from core import featurevis as fvis
 from core import layer_attribution as layer_attr
 from core import projection as proj
 from core import report_card as card
-from core import runs, sanity, topk
+from core import runs, sanity, topk, worker
 from core.activations import Capture, LayerInfo, capture_dataset, list_layers
 from core.data import adapt_images, stratified_sample
 from core.evaluation import Predictions, predict
@@ -199,7 +199,7 @@ def _warm_up() -> None:
         layers(default)
         predictions(default, "val")
         predictions(default, "test")
-    proj.warm_up()
+    worker.run(proj.warm_up)
 
 
 @st.cache_resource(show_spinner=False)
@@ -258,7 +258,11 @@ def _projection(
     name: str, mtime: float, layer: str, n: int, method: str, dims: int, seed: int
 ) -> proj.Projection:
     features = _layer_features(name, mtime, layer, n, seed).features
-    result = proj.project(features, method, dims, seed=seed)
+    result = (
+        proj.project(features, method, dims, seed=seed)
+        if method == "PCA"
+        else worker.run(proj.project, features, method, dims, seed=seed)
+    )
     _ready_projections().add((name, mtime, layer, n, method, dims, seed))
     return result
 
@@ -280,7 +284,7 @@ def _depth_projection(
     name: str, mtime: float, layers: tuple[str, ...], n: int, method: str, seed: int
 ) -> proj.DepthProjection:
     features = [_layer_features(name, mtime, layer, n, seed).features for layer in layers]
-    return proj.project_depth(features, layers, method, seed=seed)
+    return worker.run(proj.project_depth, features, layers, method, seed=seed)
 
 
 def depth_projection(
