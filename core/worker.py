@@ -2,7 +2,7 @@
 
 A Streamlit server is one Python process. A numba UMAP fit holds its interpreter lock for
 seconds, and meanwhile every other browser session waits, cached page or not. Work sent
-through :func:`run` executes in a single spawned worker, one call at a time in arrival order
+through :func:`run` executes in a single worker process, one call at a time in arrival order
 (a queue), with at most ``cores - 1`` threads, so the server keeps a core for torch and for
 page reruns. Arguments and results are pickled: send arrays, not models.
 
@@ -42,6 +42,8 @@ def _get_pool() -> ProcessPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
+            # The child imports the parent's __main__ (under Streamlit, app.py) as __mp_main__;
+            # app.py guards its body with `if __name__ == "__main__"` for this.
             _pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
