@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import cache
-
 
 def main() -> None:
     """Configures the page, starts the warm-up and runs the selected page."""
+    from ui import cache  # here, not at the top: the worker imports this file and needs none of it
+
     st.set_page_config(page_title="layerscope", page_icon=":material/biotech:", layout="wide")
     cache.start_warm_up()  # once per server process, in a daemon thread
     pages = [

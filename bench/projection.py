@@ -74,7 +74,7 @@ def features(n: int) -> np.ndarray:
     """A real layer: ``head.pool`` of the shipped cnn-shapes over n samples (64 dims)."""
     from core import runs
     from core.data import stratified_sample
-    from core.projection import layer_features
+    from core.features import layer_features
 
     run = runs.load_run("cnn-shapes")
     idx = stratified_sample(run.dataset.labels, n, 0)

@@ -7,7 +7,7 @@ mean over ``n_splits`` stratified random train/test splits, with their standard 
 the error bar. Features are standardised inside each split (fitted on its train part).
 
 What can go wrong: a target with a class of fewer than 2 samples cannot be split
-(``ValueError``); wide layers should be reduced first (see :func:`core.projection.layer_features`),
+(``ValueError``); wide layers should be reduced first (see :func:`core.features.layer_features`),
 or the logistic regression gets slow.
 """
 

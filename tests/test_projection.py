@@ -8,7 +8,7 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from core import projection
+from core import features, projection
 from core.activations import INPUT
 from core.hooks import count_hooks
 from core.models import build_model
@@ -72,12 +72,12 @@ def test_layer_features_streams_and_equals_pca_of_the_layer() -> None:
     torch.manual_seed(0)
     model = build_model("mlp", (1, 8, 8), 3)
     images = np.random.default_rng(0).random((70, 1, 8, 8), dtype=np.float32)
-    result = projection.layer_features(model, images, "fc1", max_dims=20, batch_size=32)
+    result = features.layer_features(model, images, "fc1", max_dims=20, batch_size=32)
     with torch.no_grad():
         full = model.fc1(torch.from_numpy(images).flatten(1)).numpy()
     expected = PCA(n_components=20, random_state=0).fit_transform(full)
     assert (result.layer_dims, result.pca_dims) == (256, 20)
     np.testing.assert_allclose(np.abs(result.features), np.abs(expected), atol=1e-3)
-    narrow = projection.layer_features(model, images, INPUT, max_dims=100)
+    narrow = features.layer_features(model, images, INPUT, max_dims=100)
     np.testing.assert_array_equal(narrow.features, images.reshape(70, -1))
     assert narrow.pca_dims is None and count_hooks(model) == 0

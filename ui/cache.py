@@ -18,6 +18,7 @@ from core import attention as attn
 from core import attribution as attr
 from core import faithfulness as faith
 from core import featuremaps as fmaps
+from core import features as feats
 from core import featurevis as fvis
 from core import layer_attribution as layer_attr
 from core import projection as proj
@@ -237,13 +238,13 @@ def sample_predictions(name: str, n: int, seed: int = 0) -> Predictions:
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _layer_features(name: str, mtime: float, layer: str, n: int, seed: int) -> proj.LayerFeatures:
+def _layer_features(name: str, mtime: float, layer: str, n: int, seed: int) -> feats.LayerFeatures:
     run = _loaded_run(name, mtime)
     idx = _projection_samples(name, mtime, n, seed)
-    return proj.layer_features(run.model, run.dataset.images[idx], layer, seed=seed)
+    return feats.layer_features(run.model, run.dataset.images[idx], layer, seed=seed)
 
 
-def layer_features(name: str, layer: str, n: int, seed: int = 0) -> proj.LayerFeatures:
+def layer_features(name: str, layer: str, n: int, seed: int = 0) -> feats.LayerFeatures:
     """``layer`` over :func:`projection_samples`, PCA-reduced to <= 50 dims when wider."""
     return _layer_features(name, run_mtime(name), layer, n, seed)
 
