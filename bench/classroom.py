@@ -1,6 +1,6 @@
 """Classroom load: the real app, N students at once, each clicking through a lesson.
 
-Usage: ``.venv/bin/python bench/classroom.py [--sessions 30] [--ramp 10] [--think 2]``.
+Usage: ``.venv/bin/python bench/classroom.py [--sessions 30] [--ramp 10] [--think 15]``.
 Starts the app (``python -m ui.serve``, as ``make run`` does) on a free local port (runs root:
 a fresh temp folder, so only the shipped runs), waits for ``/_stcore/health``, then drives
 ``--sessions`` protocol-level tabs (:mod:`bench.streamlit_client`; no browser) through:
@@ -386,7 +386,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=30, help="students at once")
     parser.add_argument("--ramp", type=float, default=10.0, help="s over which students arrive")
-    parser.add_argument("--think", type=float, default=2.0, help="mean pause between steps (s)")
+    parser.add_argument("--think", type=float, default=15.0, help="mean pause between steps (s)")
     parser.add_argument("--layers", type=int, default=3, help="distinct layers students pick")
     parser.add_argument("--laps", type=int, default=1, help="times each student does the lesson")
     parser.add_argument("--timeout", type=float, default=120.0, help="s one script run may take")

@@ -1,9 +1,11 @@
-"""Server time per page interaction, measured with Streamlit's AppTest in this process.
+"""Page interaction latency: server time per rerun (AppTest), and as seen in a real browser.
 
 For each page on the shipped runs: the first render (loads the run, computes), then reruns
 after changing the sample in the sidebar (cached activations), whose median is the figure that
 matters (target <= 0.2 s for feature maps, <= 1 s everywhere). A bare rerun of an empty
-Streamlit script is the baseline. The last line is one JSON object of the figures.
+Streamlit script is the baseline. Where Chromium and Playwright are available, the same sample
+steps are timed in headless Chromium against the real server, from the click until the script
+has finished and the page is still. The last line is one JSON object of the figures.
 
     python bench/pages.py [--reruns 5]
 """
@@ -11,6 +13,7 @@ Streamlit script is the baseline. The last line is one JSON object of the figure
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -33,6 +36,66 @@ def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def browser_latency(steps: int) -> dict[str, float]:
+    """Median seconds from a sample-step click to a settled page, per page, in Chromium."""
+    import shutil
+    import subprocess
+    import sys
+    import urllib.request
+
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return {}
+    if chromium is None:
+        return {}
+    port = 8765
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ui.serve", "--server.port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    figures: dict[str, float] = {}
+    state = "document.querySelector('[data-testid=stApp]')?.dataset.testScriptState"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.25)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.set_default_timeout(300_000)
+            step_up = "[data-testid='stSidebar'] [data-testid='stNumberInputStepUp']"
+            for name, _, run in PAGES:
+                url_path = "" if name == "home" else name
+                page.goto(f"http://127.0.0.1:{port}/{url_path}?run={run}")
+                page.locator(".js-plotly-plot").first.wait_for()
+                page.wait_for_function(f"{state} === 'notRunning'")
+                times = []
+                for _ in range(steps):
+                    start = time.perf_counter()
+                    page.locator(step_up).click()
+                    with contextlib.suppress(PlaywrightTimeout):  # may finish before we look
+                        page.wait_for_function(f"{state} !== 'notRunning'", timeout=2_000)
+                    page.wait_for_function(f"{state} === 'notRunning'", polling=10)
+                    times.append(time.perf_counter() - start)
+                figures[f"{name}_browser_ms"] = round(statistics.median(times) * 1e3, 1)
+                print(
+                    f"{name:<14} in Chromium, sample step: {figures[f'{name}_browser_ms']:.0f} ms"
+                )
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    return figures
 
 
 def main() -> None:
@@ -62,6 +125,7 @@ def main() -> None:
         )
         figures[f"{name}_errors"] = errors
         print(f"{name:<14} {first:>8.2f} {median * 1e3:>18.1f} {errors:>7}")
+    figures.update(browser_latency(args.reruns))
     print(json.dumps(figures))
 
 
