@@ -40,13 +40,11 @@ import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -59,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.streamlit_client import RunResult, StreamlitTab  # noqa: E402
+from ui.serve import free_port, launch  # noqa: E402
 
 STEPS = ("1 home", "2 switch run", "3 projections", "4 change layer", "5 attributions")
 AUTO = "(timed fragment reruns)"
@@ -114,33 +113,13 @@ class MemorySampler(threading.Thread):
             self.samples.append((time.perf_counter(), self.rss()))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(port: int, runs_root: str, log_path: Path) -> subprocess.Popen:
-    """Starts the app as a class would use it (headless, no file watcher) and waits for health."""
-    env = {**os.environ, "LAYERSCOPE_RUNS": runs_root}
-    command = [
-        sys.executable, "-m", "ui.serve",
-        "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--server.headless", "true", "--server.fileWatcherType", "none",
-        "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
+    """Starts the app as a class would use it and waits for health (log kept for errors)."""
     with log_path.open("wb") as log:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and server.poll() is None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.5)
-    stop_server(server)
-    raise RuntimeError(f"The app did not become healthy; its log:\n{log_path.read_text()[-3000:]}")
+            return launch(port, env={"LAYERSCOPE_RUNS": runs_root}, log=log)
+        except RuntimeError as err:
+            raise RuntimeError(f"{err} Its log:\n{log_path.read_text()[-3000:]}") from err
 
 
 def stop_server(server: subprocess.Popen) -> None:

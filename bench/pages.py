@@ -15,12 +15,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
+
+from ui.serve import free_port, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [
@@ -40,11 +43,6 @@ def timed(fn) -> float:
 
 def browser_latency(steps: int) -> dict[str, float]:
     """Median seconds from a sample-step click to a settled page, per page, in Chromium."""
-    import shutil
-    import subprocess
-    import sys
-    import urllib.request
-
     chromium = shutil.which("chromium")
     try:
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -53,22 +51,11 @@ def browser_latency(steps: int) -> dict[str, float]:
         return {}
     if chromium is None:
         return {}
-    port = 8765
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ui.serve", "--server.port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
+    server = launch(port)
     figures: dict[str, float] = {}
     state = "document.querySelector('[data-testid=stApp]')?.dataset.testScriptState"
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.25)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1440, "height": 1000})

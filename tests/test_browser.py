@@ -7,17 +7,14 @@ them the tests skip and say why. Screenshots land in ``tests/artifacts/``.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from ui.serve import free_port, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -45,37 +42,18 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float]]:
     """The app served on a free localhost port; yields its URL and seconds until healthy."""
     port = free_port()
-    env = {**os.environ, "LAYERSCOPE_RUNS": str(tmp_path_factory.mktemp("runs"))}
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")  # noqa: SIM115
-    cmd = [sys.executable, "-m", "ui.serve", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true"]  # fmt: skip
+    env = {"LAYERSCOPE_RUNS": str(tmp_path_factory.mktemp("runs"))}
     started = time.perf_counter()
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    process = launch(port, env=env)
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.25)
-        else:
-            pytest.fail("the app did not start within 60 s")
-        yield url, time.perf_counter() - started
+        yield f"http://127.0.0.1:{port}", time.perf_counter() - started
     finally:
         process.terminate()
         process.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture(scope="module")
