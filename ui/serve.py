@@ -11,6 +11,7 @@ first visitor.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -30,6 +31,10 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 def _warm_up() -> None:
     from ui import cache
 
+    # Cached calls outside a session warn that they have no script context; here that is the point.
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(
+        logging.ERROR
+    )
     cache.start_warm_up()
 
 
