@@ -43,10 +43,21 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float]]:
+def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served app's (empty) user runs root; the shipped runs are visible beside it."""
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, runs_root: Path
+) -> Iterator[tuple[str, float]]:
     """The app served on a free localhost port; yields its URL and seconds until healthy."""
     port = free_port()
-    env = {"LAYERSCOPE_RUNS": str(tmp_path_factory.mktemp("runs"))}
+    env = {
+        "LAYERSCOPE_RUNS": str(runs_root),
+        "LAYERSCOPE_DATA": str(tmp_path_factory.mktemp("data")),
+    }
     started = time.perf_counter()
     process = launch(port, env=env)
     try:
@@ -126,3 +137,54 @@ def test_every_page_renders(
     page = open_page(browser, f"{url}/{path}?run={run}", path)
     assert page.locator("[data-testid='stSidebar']").count() == 1
     assert f"run={run}" in page.url
+
+
+@pytest.fixture(scope="module")
+def resnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weights torchvision resnet18 for the 6 shapes classes, as a local file."""
+    from safetensors.torch import save_file
+
+    from core.models import build_model
+
+    path = tmp_path_factory.mktemp("weights") / "resnet18.safetensors"
+    save_file(build_model("tv:resnet18", (3, 32, 32), 6).state_dict(), str(path))
+    return path
+
+
+def test_bring_your_own_resnet18_then_its_pages(
+    server: tuple[str, float], browser: object, resnet_weights: Path
+) -> None:
+    """Upload weights through the home page, as a user would, then open the model's pages."""
+    url, _ = server
+    page = new_page(browser)
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_text("Test accuracy").wait_for()
+    page.get_by_role("tab", name="Bring your own").click()
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
+        str(resnet_weights)
+    )
+    page.get_by_text("resnet18.safetensors").wait_for()
+    page.get_by_role("button", name="Import").click()
+    page.get_by_text("Imported resnet18-shapes").wait_for(timeout=300_000)
+    settle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    for path in ("feature_maps", "attributions"):
+        shown = open_page(browser, f"{url}/{path}?run=resnet18-shapes", f"{path}-resnet18")
+        assert "run=resnet18-shapes" in shown.url
+
+
+def test_torchvision_vit_attention(
+    server: tuple[str, float], browser: object, runs_root: Path, tmp_path: Path
+) -> None:
+    """A random-weights tv:vit_b_16 from a local file: the attention page draws its heads."""
+    from safetensors.torch import save_file
+
+    from core.models import build_model
+    from core.runs import import_run
+
+    weights = tmp_path / "vit_b_16.safetensors"
+    save_file(build_model("tv:vit_b_16", (3, 32, 32), 6).state_dict(), str(weights))
+    name = import_run("tv:vit_b_16", weights, "shapes", n_samples=600, root=runs_root).name
+    url, _ = server
+    page = open_page(browser, f"{url}/attention?run={name}", "attention-vit_b_16")
+    page.get_by_text("12 layers × 12 heads").first.wait_for()
