@@ -29,7 +29,6 @@ import time
 import warnings
 import weakref
 from collections import Counter
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -416,19 +415,3 @@ def attribute(
         delta=None if delta is None else float(delta.detach().abs().max()),
         seconds=time.perf_counter() - start,
     )
-
-
-def attribute_all(
-    model: nn.Module,
-    image: np.ndarray | torch.Tensor,
-    methods: tuple[str, ...],
-    options: AttributionOptions,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Attribution]:
-    """:func:`attribute` for several methods; ``progress(done, total)`` after each."""
-    out = {}
-    for i, method in enumerate(methods, start=1):
-        out[method] = attribute(model, image, method, options)
-        if progress is not None:
-            progress(i, len(methods))
-    return out

@@ -24,7 +24,7 @@ from core import layer_attribution as layer_attr
 from core import projection as proj
 from core import report_card as card
 from core import runs, sanity, topk, worker
-from core.activations import Capture, LayerInfo, capture_dataset, list_layers
+from core.activations import Capture, LayerInfo, list_layers
 from core.data import adapt_images, stratified_sample
 from core.evaluation import Predictions, predict
 from core.runs import LoadedRun, RunInfo
@@ -76,22 +76,6 @@ def _predictions(name: str, mtime: float, split: str) -> Predictions:
 def predictions(name: str, split: str = "val") -> Predictions:
     """The model's predictions on a split (``train``, ``val`` or ``test``)."""
     return _predictions(name, run_mtime(name), split)
-
-
-@st.cache_resource(max_entries=32, show_spinner="Capturing activations…")
-def _split_activations(
-    name: str, mtime: float, split: str, layers: tuple[str, ...], n: int | None
-) -> Capture:
-    run = _loaded_run(name, mtime)
-    idx = getattr(run.splits, split)[:n]
-    return capture_dataset(run.model, run.dataset.images[idx], list(layers), batch_size=256)
-
-
-def split_activations(
-    name: str, layers: tuple[str, ...], split: str = "val", n: int | None = None
-) -> Capture:
-    """``layers`` captured over the first ``n`` samples of a split (read-only, shared)."""
-    return _split_activations(name, run_mtime(name), split, layers, n)
 
 
 def sample_image(name: str, sample: int) -> np.ndarray:
