@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from ui.figures import SEQUENTIAL, overlay_figure
+from ui.figures import SEQUENTIAL, overlay_figure, square_image_axes
 
 ATTENTION_SCALE = [
     [0.0, "rgba(13, 8, 135, 0)"],
@@ -37,14 +37,6 @@ def _overlay_traces(image: np.ndarray, heat: np.ndarray, zmax: float) -> tuple[A
     )
     fig.data[1].update(zmin=0, hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>")
     return fig.data
-
-
-def _square_image_axes(fig: go.Figure, cells: int) -> None:
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, autorange="reversed")
-    for k in range(1, cells + 1):
-        suffix = "" if k == 1 else str(k)
-        fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
 
 
 def overlay_grid(
@@ -80,7 +72,7 @@ def overlay_grid(
             for trace in _overlay_traces(image, heats[r, c], zmax):
                 fig.add_trace(trace, row=r + 1, col=c + 1)
         fig.update_yaxes(title_text=row_titles[r], row=r + 1, col=1)
-    _square_image_axes(fig, rows * cols)
+    square_image_axes(fig, rows * cols)
     for r in range(rows):
         fig.update_yaxes(
             visible=True,
@@ -141,7 +133,7 @@ def query_figure(
             y1=(r + 1) * ph - 0.5,
             line=dict(color="#00e5ff", width=3),
         )
-    _square_image_axes(fig, 1)
+    square_image_axes(fig, 1)
     fig.update_layout(
         title=dict(text=title, font=dict(size=13)) if title else None,
         height=height,

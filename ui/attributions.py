@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw
 from plotly.subplots import make_subplots
 
-from ui.figures import DIVERGING, to_rgb_uint8
+from ui.figures import DIVERGING, grey_rgb, square_image_axes, to_rgb_uint8
 
 SCALE = dict(colorscale=DIVERGING, cmin=-1.0, cmax=1.0, cmid=0.0)
 
@@ -26,10 +26,6 @@ def normalised(heat: np.ndarray) -> np.ndarray:
     """``[..., H, W]`` map divided by its 99th percentile of ``|value|``, clipped to ``[-1, 1]``."""
     limit = float(np.percentile(np.abs(heat), 99)) or float(np.abs(heat).max()) or 1.0
     return np.clip(heat / limit, -1.0, 1.0)
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    return to_rgb_uint8(image).mean(axis=2, keepdims=True).repeat(3, axis=2).astype(np.uint8)
 
 
 def map_grid(
@@ -45,7 +41,7 @@ def map_grid(
     fig = make_subplots(
         rows, columns, subplot_titles=list(titles), horizontal_spacing=0.02, vertical_spacing=0.1
     )
-    grey = _grey(image)
+    grey = grey_rgb(image)
     for k, heat in enumerate(heats):
         row, col = divmod(k, columns)
         fig.add_trace(go.Image(z=grey, hoverinfo="skip"), row + 1, col + 1)
@@ -59,11 +55,7 @@ def map_grid(
             row + 1,
             col + 1,
         )
-    fig.update_xaxes(visible=False, constrain="domain")
-    fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
-    for k in range(1, rows * columns + 1):
-        suffix = "" if k == 1 else str(k)
-        fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
+    square_image_axes(fig, rows * columns)
     fig.update_annotations(font_size=13)
     fig.update_layout(
         coloraxis=dict(
@@ -86,7 +78,7 @@ def grid_png(image: np.ndarray, heats: Sequence[np.ndarray], titles: Sequence[st
     cmap = matplotlib.colormaps["RdBu_r"]
     side = 160
     tiles = [Image.fromarray(to_rgb_uint8(image)).resize((side, side), Image.NEAREST)]
-    grey = _grey(image).astype(np.float32) / 255
+    grey = grey_rgb(image).astype(np.float32) / 255
     for heat in heats:
         colour = cmap((normalised(heat) + 1) / 2)[..., :3]
         alpha = np.abs(normalised(heat))[..., None] * 0.8
@@ -160,11 +152,7 @@ def sanity_grid(
                 j + 1,
                 i + 1,
             )
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, autorange="reversed")
-    for k in range(1, n_steps * n_methods + 1):
-        suffix = "" if k == 1 else str(k)
-        fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
+    square_image_axes(fig, n_steps * n_methods)
     fig.update_annotations(font_size=11)
     fig.update_layout(
         coloraxis=dict(**SCALE, showscale=False),

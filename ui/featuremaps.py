@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.featuremaps import ChannelGrid, DepthStrip, WeightImages
-from ui.figures import DIVERGING, SEQUENTIAL, style_image_axes, to_rgb_uint8
+from ui.figures import DIVERGING, SEQUENTIAL, square_image_axes, style_image_axes, to_rgb_uint8
 
 
 def _colours(values: np.ndarray) -> tuple[str, float | None]:
@@ -152,11 +152,7 @@ def depth_strip_figure(strip: DepthStrip, per_row: int = 8) -> go.Figure:
             row=i // cols + 1,
             col=i % cols + 1,
         )
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, autorange="reversed")
-    for i in range(n):
-        suffix = "" if i == 0 else str(i + 1)
-        fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
+    square_image_axes(fig, n)
     fig.update_annotations(font_size=11)
     fig.update_layout(height=rows * 190 + 30, margin=dict(l=4, r=4, t=40, b=4))
     return fig

@@ -26,6 +26,21 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
 
 
+def grey_rgb(image: np.ndarray) -> np.ndarray:
+    """``[C, H, W]`` image -> ``[H, W, 3]`` uint8 grey, the backdrop of an overlay."""
+    return to_rgb_uint8(image).mean(axis=2, keepdims=True).repeat(3, axis=2).astype(np.uint8)
+
+
+def square_image_axes(fig: go.Figure, cells: int = 1) -> go.Figure:
+    """Hides the axes of the first ``cells`` subplots, y pointing down, square pixels."""
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    for k in range(1, cells + 1):
+        suffix = "" if k == 1 else str(k)
+        fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
+    return fig
+
+
 def image_figure(image: np.ndarray, title: str = "", height: int = 260) -> go.Figure:
     """An input image ``[C, H, W]`` shown pixel-exact, without axes."""
     fig = go.Figure(go.Image(z=to_rgb_uint8(image)))
@@ -43,8 +58,7 @@ def overlay_figure(
     height: int = 260,
 ) -> go.Figure:
     """A heatmap ``[H, W]`` over an image ``[C, H, W]`` of the same size (grey underneath)."""
-    grey = to_rgb_uint8(image).mean(axis=2, keepdims=True).repeat(3, axis=2).astype(np.uint8)
-    fig = go.Figure(go.Image(z=grey))
+    fig = go.Figure(go.Image(z=grey_rgb(image)))
     limit = zmax if zmax is not None else float(np.nanmax(np.abs(heat))) or 1.0
     fig.add_trace(
         go.Heatmap(
