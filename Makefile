@@ -24,8 +24,9 @@ run: $(STAMP)
 test: $(STAMP) system-deps
 	$(VENV)/bin/python -m pytest
 
+# Retrains the shipped runs and stores their first views' results; RESULTS_ONLY=1: results only.
 assets: $(STAMP)
-	$(VENV)/bin/python -m core.shipped
+	$(VENV)/bin/python -m core.shipped $(if $(RESULTS_ONLY),--results)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/run_all.py

@@ -20,7 +20,7 @@ QUICK_ARGS = {
     "capture": ["--repeats", "3"],
     "classroom": ["--sessions", "10"],
 }
-ORDER = ["capture", "training", "attribution", "projection", "pages", "classroom"]
+ORDER = ["capture", "training", "attribution", "projection", "views", "pages", "classroom"]
 
 
 def run(name: str, extra: list[str]) -> dict[str, object]:

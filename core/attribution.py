@@ -307,6 +307,8 @@ def distinct_relus(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
             node.args, node.kwargs = node.args[:1], {}
     graph.delete_all_unused_submodules()
     graph.recompile()
+    for hook in model._forward_pre_hooks.values():  # e.g. an imported run's input normalisation
+        graph.register_forward_pre_hook(hook)
     _rewrites[model] = graph.eval()
     return graph
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +41,19 @@ class DatasetUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class Factor:
-    """A per-sample generating factor: its name and the names of its categories."""
+    """A per-sample generating factor: its name and the names of its categories.
+
+    Attributes:
+        name: the factor's name (``colour``, ``size``, ...).
+        categories: one name per category code.
+        colours: one CSS colour per category when the categories *are* colours (the colour
+            factor of ``shapes``: each drawn in the colour it names), else empty; figures then
+            use a qualitative palette.
+    """
 
     name: str
     categories: tuple[str, ...]
+    colours: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,8 +187,24 @@ COLOURS = {
     "purple": (0.6, 0.25, 0.85),
     "pink": (0.95, 0.45, 0.75),
 }
+
+
+def css_colour(rgb: tuple[float, float, float]) -> str:
+    """``(r, g, b)`` in ``[0, 1]`` -> ``"rgb(R, G, B)"``, a CSS colour."""
+    return "rgb({}, {}, {})".format(*(round(255 * c) for c in rgb))
+
+
+def named_colours(categories: Sequence[str]) -> tuple[str, ...]:
+    """One CSS colour per category when every category is a colour ``shapes`` draws (``red``,
+    ``yellow``, ...: the colour it is drawn in), else ``()``.
+    """
+    if not categories or any(name not in COLOURS for name in categories):
+        return ()
+    return tuple(css_colour(COLOURS[name]) for name in categories)
+
+
 SHAPE_FACTORS = (
-    Factor("colour", tuple(COLOURS)),
+    Factor("colour", tuple(COLOURS), named_colours(tuple(COLOURS))),
     Factor("texture", ("solid", "stripes", "checker", "dots")),
     Factor("size", ("small", "medium", "large")),
     Factor("position", tuple(f"{r}-{c}" for r in ("top", "mid", "bottom") for c in "lcr")),

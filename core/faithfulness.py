@@ -6,9 +6,15 @@ deletion AUC). Insertion starts from the baseline and puts pixels back in the sa
 faithful map makes it rise fast (high insertion AUC). Pixels are ranked by the signed map
 summed over channels, ties kept in raster order.
 
+An area means little on its own (it depends on the model, the image and the baseline), so the
+same images are also measured with pixels taken in random orders: a map is only informative
+where it beats that random ranking. The random orders are seeded and shared by all images, so
+the baseline is reproducible and the same whichever method is measured.
+
 What can go wrong: a constant map (Grad-CAM at a layer with no gradient) ranks pixels in raster
 order; its curves then say nothing about the method. Deletion to black can push images off the
-data distribution, which is why insertion starts from a blur by default.
+data distribution, which is why insertion starts from a blur by default. A few random orders
+give a noisy baseline for one image; it settles when averaged over samples.
 """
 
 from __future__ import annotations
@@ -23,22 +29,40 @@ from torch import nn
 from core.attribution import AttributionOptions, attribute, make_baseline
 from core.evaluation import predict
 
+RANDOM_ORDERS = 3
+"""Random pixel orders averaged into the baseline curves by default; each costs as many
+forward passes as the map's own curves."""
+
 
 @dataclass(frozen=True)
 class FaithfulnessCurves:
-    """Deletion and insertion curves of ``N`` images.
+    """Deletion and insertion curves of ``N`` images, with a random-order baseline.
 
     Attributes:
         fractions: ``[S + 1]`` fraction of pixels removed (deletion) or added (insertion).
         deletion: ``[N, S + 1]`` target probability as top-ranked pixels are removed.
         insertion: ``[N, S + 1]`` target probability as they are added back.
         targets: ``[N]`` the classes whose probability is recorded.
+        random_deletion: ``[N, S + 1]`` deletion curves in random pixel order, averaged over
+            ``random_orders`` orders (NaN when there are none).
+        random_insertion: ``[N, S + 1]`` the same for insertion.
+        random_orders: how many random orders were averaged.
+        seed: the seed of the random orders.
     """
 
     fractions: np.ndarray
     deletion: np.ndarray
     insertion: np.ndarray
     targets: np.ndarray
+    random_deletion: np.ndarray
+    random_insertion: np.ndarray
+    random_orders: int
+    seed: int
+
+    @property
+    def n(self) -> int:
+        """Number of images measured."""
+        return len(self.targets)
 
     @property
     def deletion_auc(self) -> np.ndarray:
@@ -50,6 +74,39 @@ class FaithfulnessCurves:
         """``[N]`` area under each insertion curve (higher is more faithful)."""
         return np.trapezoid(self.insertion, self.fractions, axis=1)
 
+    @property
+    def random_deletion_auc(self) -> np.ndarray:
+        """``[N]`` area under each random-order deletion curve: the bar to get under."""
+        return np.trapezoid(self.random_deletion, self.fractions, axis=1)
+
+    @property
+    def random_insertion_auc(self) -> np.ndarray:
+        """``[N]`` area under each random-order insertion curve: the bar to get over."""
+        return np.trapezoid(self.random_insertion, self.fractions, axis=1)
+
+    @property
+    def baseline_text(self) -> str:
+        """One line for a caption: what the dashed baseline is."""
+        return (
+            f"Dashed grey: pixels taken in random order (mean of {self.random_orders} orders, "
+            f"seed {self.seed}, n = {self.n:,} images); a faithful map beats it."
+        )
+
+
+def random_pixel_orders(pixels: int, orders: int = RANDOM_ORDERS, seed: int = 0) -> np.ndarray:
+    """``[orders, pixels]`` random pixel orders (first index is taken first), reproducible."""
+    rng = np.random.default_rng(seed)
+    return np.array([rng.permutation(pixels) for _ in range(orders)], dtype=int).reshape(
+        orders, pixels
+    )
+
+
+def _ranks(order: np.ndarray) -> np.ndarray:
+    """``[P]`` position of each pixel in ``order [P]``."""
+    rank = np.empty(len(order), dtype=int)
+    rank[order] = np.arange(len(order))
+    return rank
+
 
 def deletion_insertion(
     model: nn.Module,
@@ -59,8 +116,10 @@ def deletion_insertion(
     steps: int = 32,
     deletion_baseline: str = "black",
     insertion_baseline: str = "blur",
+    orders: int = RANDOM_ORDERS,
+    seed: int = 0,
 ) -> FaithfulnessCurves:
-    """Deletion and insertion curves for given attribution maps.
+    """Deletion and insertion curves for given attribution maps, and for random orders.
 
     Args:
         model: a classifier returning logits.
@@ -69,29 +128,45 @@ def deletion_insertion(
         targets: ``[N]`` classes.
         steps: points per curve after the start; pixel ``k * H * W / steps`` ends step ``k``.
         deletion_baseline, insertion_baseline: see :func:`core.attribution.make_baseline`.
+        orders: random pixel orders for the baseline curves (0: none, curves are NaN).
+        seed: seed of the random orders (see :func:`random_pixel_orders`).
     """
     n, _, h, w = images.shape
     if heats.shape != (n, h, w):
         raise ValueError(f"Maps of shape {heats.shape} do not match images {images.shape}.")
     if steps < 1:
         raise ValueError("The curves need at least one step.")
+    if orders < 0:
+        raise ValueError("The number of random orders cannot be negative.")
     counts = np.round(np.arange(steps + 1) * h * w / steps).astype(int)
     x = torch.as_tensor(images, dtype=torch.float32)
     removed = make_baseline(x, deletion_baseline).numpy()
     start = make_baseline(x, insertion_baseline).numpy()
-    deletion = np.empty((n, steps + 1))
-    insertion = np.empty((n, steps + 1))
+    random_ranks = [_ranks(order) for order in random_pixel_orders(h * w, orders, seed)]
+    # [1 + R, 2, N, S + 1]: the map's order then the random ones; deletion then insertion
+    curves = np.full((1 + orders, 2, n, steps + 1), np.nan)
     for i in range(n):
-        order = np.argsort(-heats[i].reshape(-1), kind="stable")
-        rank = np.empty(h * w, dtype=int)
-        rank[order] = np.arange(h * w)
-        masks = (rank[None] < counts[:, None]).reshape(steps + 1, 1, h, w)
+        ranks = [_ranks(np.argsort(-heats[i].reshape(-1), kind="stable")), *random_ranks]
+        masks = np.stack([r[None] < counts[:, None] for r in ranks]).reshape(-1, 1, h, w)
         deleted = np.where(masks, removed[i], images[i]).astype(np.float32)
         inserted = np.where(masks, images[i], start[i]).astype(np.float32)
         batch = np.concatenate([deleted, inserted])
         probs = predict(model, batch, np.zeros(len(batch), dtype=np.int64)).probs[:, targets[i]]
-        deletion[i], insertion[i] = probs[: steps + 1], probs[steps + 1 :]
-    return FaithfulnessCurves(counts / (h * w), deletion, insertion, np.asarray(targets))
+        curves[:, :, i] = probs.reshape(2, 1 + orders, steps + 1).transpose(1, 0, 2)
+    if orders:
+        random_deletion, random_insertion = curves[1:].mean(axis=0)
+    else:
+        random_deletion, random_insertion = curves[0] * np.nan
+    return FaithfulnessCurves(
+        fractions=counts / (h * w),
+        deletion=curves[0, 0],
+        insertion=curves[0, 1],
+        targets=np.asarray(targets),
+        random_deletion=random_deletion,
+        random_insertion=random_insertion,
+        random_orders=orders,
+        seed=seed,
+    )
 
 
 def faithfulness(
@@ -103,6 +178,8 @@ def faithfulness(
     deletion_baseline: str = "black",
     insertion_baseline: str = "blur",
     progress: Callable[[int, int], None] | None = None,
+    orders: int = RANDOM_ORDERS,
+    seed: int = 0,
 ) -> FaithfulnessCurves:
     """Attributes each image with ``method`` and measures its deletion and insertion curves.
 
@@ -113,6 +190,7 @@ def faithfulness(
         options: attribution options; ``target=None`` explains each image's prediction.
         steps, deletion_baseline, insertion_baseline: as :func:`deletion_insertion`.
         progress: called as ``progress(done, N)`` after each image.
+        orders, seed: random-order baseline, as :func:`deletion_insertion`.
     """
     heats, targets = [], []
     for i, image in enumerate(images, start=1):
@@ -129,4 +207,6 @@ def faithfulness(
         steps,
         deletion_baseline,
         insertion_baseline,
+        orders,
+        seed,
     )

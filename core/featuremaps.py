@@ -12,14 +12,12 @@ ordered last, drawn as gaps).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from core.activations import capture
@@ -30,6 +28,17 @@ ORDERS = ("channel", "mean", "max")
 
 SUMMARIES = ("max", "mean")
 """How the depth strip sums up a layer: its strongest channel, or the mean over channels."""
+
+SIGNED, NONNEGATIVE = "signed", "nonnegative"
+SCHEMES = (SIGNED, NONNEGATIVE)
+"""Colour schemes: ``signed`` values (conv outputs before a ReLU, weights) get a diverging
+scale centred at 0 (red positive, white zero, blue negative); ``nonnegative`` ones (after a
+ReLU, pooling) a sequential one (viridis, dark purple at the lowest value to yellow)."""
+
+_SCHEME_TEXT = {
+    SIGNED: "red positive, white 0, blue negative",
+    NONNEGATIVE: "all values ≥ 0: dark purple low to yellow high (viridis)",
+}
 
 
 @dataclass(frozen=True)
@@ -67,20 +76,6 @@ def fit_input(image: np.ndarray, input_shape: Sequence[int]) -> tuple[np.ndarray
         f"The image ({c}×{h}×{w}) was adapted to the model's input "
         f"({target[0]}×{target[1]}×{target[2]})."
     )
-
-
-def read_image(data: bytes) -> np.ndarray:
-    """Decodes an image file's bytes (PNG, JPEG, ...) as ``[3, H, W]`` float32 in ``[0, 1]``.
-
-    Raises:
-        ValueError: the bytes are not an image.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            pixels = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise ValueError(f"This file is not an image that can be read ({err}).") from err
-    return pixels.transpose(2, 0, 1)
 
 
 def sample_maps(
@@ -128,6 +123,35 @@ def check_channel(num_channels: int, channel: int, layer: str) -> int:
     return channel
 
 
+def colour_scheme(values: np.ndarray) -> str:
+    """The colour scheme for an array of any shape: ``signed`` if any value is negative.
+
+    NaN is ignored; an all-NaN or empty array counts as ``nonnegative``.
+    """
+    return SIGNED if np.nanmin(values, initial=0.0) < 0 else NONNEGATIVE
+
+
+def colour_key(schemes: str | Sequence[str], per_map: bool, what: str = "map") -> str:
+    """A one-line key for a figure's colours, for a caption.
+
+    Args:
+        schemes: the scheme, or the schemes present (e.g. a depth strip mixing both).
+        per_map: each map scaled to its own range (else one scale shared by all).
+        what: what one scaled unit is called (``map``, ``filter``, ``unit``).
+
+    Returns:
+        e.g. ``"Colour: red positive, white 0, blue negative; each map scaled to its own
+        range."``
+    """
+    wanted = [schemes] if isinstance(schemes, str) else list(dict.fromkeys(schemes))
+    if len(wanted) == 1:
+        text = _SCHEME_TEXT[wanted[0]]
+    else:
+        text = f"signed maps {_SCHEME_TEXT[SIGNED]}; maps ≥ 0 viridis, dark purple to yellow"
+    scale = f"each {what} scaled to its own range" if per_map else f"one scale for all {what}s"
+    return f"Colour: {text}; {scale}."
+
+
 def _strength(activation: np.ndarray, by: str) -> np.ndarray:
     """``[C]`` per-channel mean or max over positions, NaN where a channel has any NaN."""
     flat = activation.reshape(len(activation), -1)
@@ -165,6 +189,8 @@ class ChannelGrid:
         maxima: ``[K]`` each map's max (NaN if it has NaN).
         total: the layer's number of channels.
         nan_channels: channels of the whole layer containing NaN.
+        scheme: the colour scheme of the whole layer's output (see :func:`colour_scheme`), so
+            that every page of the grid is drawn alike.
     """
 
     layer: str
@@ -174,6 +200,7 @@ class ChannelGrid:
     maxima: np.ndarray
     total: int
     nan_channels: int
+    scheme: str = NONNEGATIVE
 
 
 def channel_grid(
@@ -205,7 +232,28 @@ def channel_grid(
         maxima=_strength(maps, "max"),
         total=len(activation),
         nan_channels=int(np.isnan(activation).any(axis=(1, 2)).sum()),
+        scheme=colour_scheme(activation),
     )
+
+
+def page_of_channel(channel: int, order_ranks: np.ndarray, per_page: int = 64) -> int:
+    """The grid page (0-based) on which ``channel`` is shown.
+
+    Args:
+        channel: a channel index.
+        order_ranks: ``[C]`` the display order, channel indices first shown first, as from
+            :func:`channel_order` (``np.arange(C)`` when ordered by index).
+        per_page: channels per page.
+
+    Raises:
+        ValueError: ``channel`` is not in ``order_ranks``.
+
+    Example: by index, 64 per page, channel 254 is on page 3 (channels 192–255).
+    """
+    position = np.flatnonzero(np.asarray(order_ranks) == channel)
+    if not len(position):
+        raise ValueError(f"There is no channel {channel} among {len(order_ranks)} channels.")
+    return int(position[0]) // per_page
 
 
 def channel_at_input(activation: np.ndarray, channel: int, size: tuple[int, int]) -> np.ndarray:

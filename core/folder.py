@@ -4,7 +4,10 @@ Unreadable or corrupt files are skipped and counted in a :class:`FolderReport`, 
 A zip is unpacked only under its target folder: members with absolute paths, ``..`` parts or
 links are refused, and the unpacked size and file count are bounded (a zip bomb stops at the
 bound with :class:`UnsafeArchiveError`). Paths typed by a person are checked against the data
-roots with :func:`check_inside`.
+roots with :func:`check_inside`. Classes are the subfolders sorted by name (torchvision's
+``ImageFolder`` order; :func:`class_names_from_paths` tells it from a zip's listing before
+unpacking), and a folder with images in fewer than two of them is refused with
+:class:`TooFewClassesError`: an image classifier needs at least two classes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from core.data import Dataset, DatasetInfo
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_UNPACKED_BYTES = 512 * 2**20
 MAX_FILES = 100_000
+CLASS_ORDER_RULE = (
+    "Output i of the model must be class i: the class folders sorted by name, the order "
+    "torchvision's ImageFolder uses."
+)
 
 
 class UnsafeArchiveError(ValueError):
@@ -31,6 +38,30 @@ class UnsafeArchiveError(ValueError):
 
 class EmptyDatasetError(ValueError):
     """A folder with no readable images in class subfolders."""
+
+
+class TooFewClassesError(EmptyDatasetError):
+    """Readable images in fewer than two class subfolders: nothing for a classifier to tell apart.
+
+    Attributes:
+        classes: the class folders that hold readable images.
+        folders: every class folder found (some may hold no readable image).
+        container: what a person uploaded or typed: ``folder`` or ``zip``.
+    """
+
+    def __init__(
+        self, classes: tuple[str, ...], folders: tuple[str, ...], container: str = "folder"
+    ):
+        self.classes, self.folders, self.container = classes, folders, container
+        which = "class folder" if len(folders) == len(classes) else "class folder with images"
+        super().__init__(
+            f"The {container} has only one {which} ({', '.join(classes)}); "
+            "an image classifier needs at least two."
+        )
+
+    def in_container(self, container: str) -> TooFewClassesError:
+        """The same error, naming ``container`` (e.g. ``zip``) as what was brought."""
+        return TooFewClassesError(self.classes, self.folders, container)
 
 
 @dataclass(frozen=True)
@@ -123,12 +154,48 @@ def safe_extract(
     return target
 
 
+def _hidden(name: str) -> bool:
+    """Names a person did not mean as content: dotfiles and macOS's ``__MACOSX`` folder."""
+    return name.startswith((".", "__MACOSX"))
+
+
 def _class_root(folder: Path) -> Path:
     """The folder whose subfolders are classes (descends through a single wrapping folder)."""
-    entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    entries = [p for p in folder.iterdir() if not _hidden(p.name)]
     if len(entries) == 1 and entries[0].is_dir() and any(p.is_dir() for p in entries[0].iterdir()):
         return entries[0]
     return folder
+
+
+def class_folders(folder: str | Path) -> tuple[str, ...]:
+    """The class names of an image folder, in label order: subfolder names, sorted.
+
+    This is the order torchvision's ``ImageFolder`` uses: output ``i`` of a model is class
+    ``class_folders(folder)[i]``.
+    """
+    root = _class_root(Path(folder))
+    return tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name)))
+
+
+def _member_parts(name: str) -> tuple[str, ...]:
+    """A zip member's path parts; a directory entry (``a/b/``) gets a trailing ``""`` part."""
+    name = name.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    return (*parts, "") if name.endswith("/") else parts
+
+
+def class_names_from_paths(paths: list[str]) -> tuple[str, ...]:
+    """The class names :func:`load_image_folder` would find, from a zip's member paths alone.
+
+    Same rules as on disk: hidden entries are ignored, a single wrapping folder is descended
+    into, and every folder at the class level is a class, sorted by name.
+    """
+    parts = [_member_parts(p) for p in paths]
+    parts = [p for p in parts if p and not _hidden(p[0])]
+    top = {p[0] for p in parts}
+    if len(top) == 1 and any(len(p) > 2 for p in parts):  # one wrapping folder with subfolders
+        parts = [p[1:] for p in parts]
+    return tuple(sorted({p[0] for p in parts if len(p) > 1 and not _hidden(p[0])}))
 
 
 def load_image_folder(
@@ -136,15 +203,18 @@ def load_image_folder(
 ) -> LoadedFolder:
     """Reads ``folder/<class>/<image>`` into a dataset of ``[N, channels, S, S]`` images.
 
+    Labels follow :func:`class_folders`: subfolder names sorted, as torchvision's ``ImageFolder``.
+
     Raises:
         EmptyDatasetError: no class subfolder holds a readable image.
+        TooFewClassesError: readable images in only one class subfolder.
         FileNotFoundError: the folder does not exist.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"No folder {folder}.")
     root = _class_root(folder)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = class_folders(folder)
     images, labels, skipped = [], [], []
     mode = "RGB" if channels == 3 else "L"
     for label, name in enumerate(classes):
@@ -169,6 +239,9 @@ def load_image_folder(
         raise EmptyDatasetError(
             f"No readable images in class subfolders of {folder.name} ({report.summary()})."
         )
+    filled = tuple(classes[i] for i in sorted(set(labels)))
+    if len(filled) < 2:
+        raise TooFewClassesError(filled, classes)
     info = DatasetInfo(
         name=f"folder:{folder.name}",
         class_names=tuple(classes),

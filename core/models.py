@@ -19,7 +19,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from core.io import load_state_dict
@@ -252,6 +251,8 @@ class SmallViT(nn.Module):
 
 def torchvision_architectures() -> list[str]:
     """Names of torchvision's classification architectures, as ``tv:<name>``."""
+    import torchvision  # here: it pulls in torch._dynamo, seconds that the built-in models skip
+
     names = torchvision.models.list_models(module=torchvision.models)
     return [TORCHVISION_PREFIX + n for n in sorted(names)]
 
@@ -259,6 +260,8 @@ def torchvision_architectures() -> list[str]:
 def _build_torchvision(
     name: str, input_shape: tuple[int, int, int], num_classes: int, pretrained: bool
 ) -> nn.Module:
+    import torchvision
+
     kwargs: dict[str, object] = {}
     if name.startswith(("vit_", "swin_")) and not pretrained:
         kwargs["image_size"] = input_shape[1]
@@ -304,7 +307,7 @@ def build_model(
         model = SmallViT(input_shape, num_classes)
     elif arch.startswith(TORCHVISION_PREFIX):
         name = arch.removeprefix(TORCHVISION_PREFIX)
-        if name not in torchvision.models.list_models(module=torchvision.models):
+        if arch not in torchvision_architectures():
             raise ValueError(f"torchvision has no classification model named {name!r}.")
         model = _build_torchvision(name, input_shape, num_classes, pretrained)
     else:

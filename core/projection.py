@@ -37,11 +37,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import orthogonal_procrustes
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
-from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
+
+# scikit-learn and scipy are imported where used: they take seconds to import, and a server's
+# first page (which imports this module through ui.cache) needs neither.
 
 METHODS = ("UMAP", "PCA", "t-SNE")
 MAX_INPUT_DIMS = 50
@@ -109,6 +108,8 @@ def pca_reduce(x: np.ndarray, dims: int, seed: int = 0) -> tuple[np.ndarray, flo
     Returns:
         ``([N, d] float32 coordinates, explained variance fraction)``.
     """
+    from sklearn.decomposition import PCA
+
     pca = PCA(n_components=min(dims, *x.shape), random_state=seed)
     coords = pca.fit_transform(x).astype(np.float32)
     return coords, float(pca.explained_variance_ratio_.sum())
@@ -120,6 +121,8 @@ def exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         ``(indices [N, k] int32, distances [N, k] float32)``.
     """
+    from sklearn.neighbors import NearestNeighbors
+
     dists, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
     return idx.astype(np.int32), dists.astype(np.float32)
 
@@ -139,6 +142,8 @@ def umap_model(dims: int, seed: int, n_neighbors: int, min_dist: float, **kwargs
 
 
 def _tsne(x: np.ndarray, dims: int, seed: int, perplexity: float, init: np.ndarray | None):
+    from sklearn.manifold import TSNE
+
     tsne = TSNE(
         n_components=dims,
         perplexity=min(perplexity, (len(x) - 1) / 3),
@@ -228,6 +233,8 @@ def align_to(coords: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """
     a = coords - coords.mean(axis=0)
     b = reference - reference.mean(axis=0)
+    from scipy.linalg import orthogonal_procrustes
+
     rotation, scale = orthogonal_procrustes(a, b)
     return (a @ rotation * (scale / max((a**2).sum(), 1e-12)) + reference.mean(axis=0)).astype(
         np.float32
@@ -272,12 +279,23 @@ def project_depth(
     """
     maps: list[np.ndarray] = []
     for i, x in enumerate(features):
-        init = None if not maps or method == "PCA" else _rescale(maps[-1], method)
-        coords = project(x, method, dims, seed=seed, init=init).coords
-        maps.append(coords if not maps else align_to(coords, maps[-1]))
+        maps.append(depth_step(x, maps[-1] if maps else None, method, dims, seed=seed))
         if progress is not None:
             progress(i + 1, len(features))
     return DepthProjection(tuple(layers), np.stack(maps), method)
+
+
+def depth_step(
+    x: np.ndarray, previous: np.ndarray | None, method: str = "PCA", dims: int = 2, *, seed: int = 0
+) -> np.ndarray:
+    """One layer of :func:`project_depth`: ``x``'s map, started from and aligned to ``previous``.
+
+    A module-level function of arrays, so a caller can run each layer in the fit worker
+    (:mod:`core.worker`) and report progress between layers.
+    """
+    init = None if previous is None or method == "PCA" else _rescale(previous, method)
+    coords = project(x, method, dims, seed=seed, init=init).coords
+    return coords if previous is None else align_to(coords, previous)
 
 
 def _rescale(coords: np.ndarray, method: str) -> np.ndarray:

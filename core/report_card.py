@@ -5,13 +5,19 @@ label and for each dataset factor (:mod:`core.probes`), and each layer's centred
 for CKA (:mod:`core.similarity`). Running the same on :func:`random_init_model` gives the
 baseline without learning; CKA between two reports compares two runs on the same samples.
 
-Layers are captured one at a time, so memory is one layer's output over the samples; wide
+Layers are captured a few at a time, as many per forward pass as fit :data:`CAPTURE_BYTES`
+(one pass for a small model, instead of one pass per layer), so memory stays bounded. Wide
 layers are PCA-reduced to ``max_dims`` before probing (fitted without labels, on all the
-report's samples). What can go wrong: a factor with a class of one sample (``ValueError``).
+report's samples), exactly, through the smaller of the ``[N, N]`` Gram and the ``[D, D]``
+covariance matrix. Progress is reported per forward batch and per target, so a caller can stop
+the report between any two (see :mod:`ui.progress`).
+
+What can go wrong: a factor with a class of one sample (``ValueError``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,13 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.activations import INPUT, LayerInfo, capture_dataset
+from core.activations import INPUT, LayerInfo, capture, capture_dataset
 from core.models import build_model
-from core.probes import probe_scores
-from core.projection import limited_threads, pca_reduce
+from core.projection import limited_threads
 from core.similarity import centred_gram, cka_matrix
 
 LABEL = "label"
+CAPTURE_BYTES = 256 * 2**20
+"""Activations kept at once while a report captures its layers (float32, all samples)."""
 _DEPTH_TYPES = {"ReLU", "GELU", "SiLU", "Tanh", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
 
 
@@ -49,9 +56,40 @@ class LayerReport:
     chance: np.ndarray
     grams: np.ndarray
 
+    @property
+    def has_grams(self) -> bool:
+        """Whether the Gram matrices are kept (a stored report drops them; see :class:`CKA`)."""
+        return self.grams.ndim == 3 and self.grams.shape[1] > 0
+
     def cka(self, other: LayerReport | None = None) -> np.ndarray:
-        """Linear CKA ``[L, L_other]`` between this report's layers and ``other``'s (or its own)."""
+        """Linear CKA ``[L, L_other]`` between this report's layers and ``other``'s (or its own).
+
+        Raises:
+            ValueError: a report without its Gram matrices (see :meth:`without_grams`).
+        """
+        if not self.has_grams or (other is not None and not other.has_grams):
+            raise ValueError("This report was kept without its Gram matrices: use a CKA result.")
         return cka_matrix(list(self.grams), None if other is None else list(other.grams))
+
+    def without_grams(self) -> LayerReport:
+        """The same report without the ``[L, M, M]`` Gram matrices (megabytes), for storing."""
+        empty = np.zeros((len(self.layers), 0, 0), np.float32)
+        return dataclasses.replace(self, grams=empty)
+
+
+@dataclass(frozen=True)
+class CKA:
+    """Linear CKA between the layers of two models (or one) on the same samples.
+
+    Attributes:
+        layers: the first model's layers (rows).
+        other_layers: the second model's layers (columns).
+        matrix: ``[L, L_other]`` CKA.
+    """
+
+    layers: tuple[str, ...]
+    other_layers: tuple[str, ...]
+    matrix: np.ndarray
 
 
 def depth_layers(
@@ -82,6 +120,50 @@ def random_init_model(
         return build_model(arch, input_shape, num_classes)
 
 
+def pca_scores(x: np.ndarray, dims: int) -> np.ndarray:
+    """Exact PCA coordinates ``[N, min(dims, N, D)]`` of ``x [N, D]`` (signs arbitrary).
+
+    The eigenvectors of the smaller of ``Xc Xc^T`` and ``Xc^T Xc`` (``Xc``: centred columns),
+    the top ``dims`` only: the same components as a full SVD, in a fraction of the time for
+    the wide-and-short matrices a report probes.
+    """
+    import scipy.linalg  # here: seconds to import (see core.projection)
+
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    n, d = x.shape
+    k = min(dims, n, d)
+    centred = x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    with limited_threads():
+        small = centred @ centred.T if d > n else centred.T @ centred
+        size = small.shape[0]
+        values, vectors = scipy.linalg.eigh(
+            small.astype(np.float64), subset_by_index=[size - k, size - 1]
+        )
+        values, vectors = values[::-1], vectors[:, ::-1]
+        if d > n:
+            scores = vectors * np.sqrt(np.clip(values, 0, None))
+        else:
+            scores = centred.astype(np.float64) @ vectors
+    return scores.astype(np.float32)
+
+
+def _layer_groups(
+    model: nn.Module, images: np.ndarray, layers: Sequence[str], budget: int
+) -> list[list[str]]:
+    """Consecutive runs of ``layers`` whose activations over ``images`` fit ``budget`` bytes."""
+    probe = capture(model, images[:1], list(layers)).arrays
+    groups: list[list[str]] = []
+    used = budget + 1
+    for layer in layers:
+        size = probe[layer].size * 4 * len(images)
+        if used + size > budget or not groups:
+            groups.append([])
+            used = 0
+        groups[-1].append(layer)
+        used += size
+    return groups
+
+
 def layer_report(
     model: nn.Module,
     images: np.ndarray,
@@ -92,6 +174,7 @@ def layer_report(
     seed: int = 0,
     max_dims: int = 64,
     cka_samples: int = 500,
+    capture_bytes: int = CAPTURE_BYTES,
     progress: Callable[[int, int], None] | None = None,
 ) -> LayerReport:
     """Probes every layer of ``model`` over ``images`` for every target.
@@ -102,28 +185,94 @@ def layer_report(
         targets: name -> ``[N]`` integer classes; ``"label"`` first by convention.
         layers: layer names (or :data:`core.activations.INPUT`), shallow to deep.
         n_splits: splits per probe (the error bar).
-        seed: seed of the PCA, the splits and the probes.
+        seed: seed of the splits and the probes.
         max_dims: layers wider than this are PCA-reduced to it before probing.
         cka_samples: samples whose Gram matrices are kept for CKA (``M``).
-        progress: called as ``progress(done, total)`` after each layer.
+        capture_bytes: activations held at once (layers are captured in groups that fit).
+        progress: called as ``progress(done, total)`` after each forward batch and each
+            probed target; raising from it stops the report.
 
     Returns:
         A :class:`LayerReport`.
     """
+    from core.probes import probe_scores  # scikit-learn: imported when first needed
+
     names = tuple(targets)
+    n = len(images)
     probe = np.empty((len(layers), len(names), n_splits), np.float32)
     knn = np.empty_like(probe)
-    grams = []
-    for i, layer in enumerate(layers):
-        raw = capture_dataset(model, images, [layer]).arrays[layer].reshape(len(images), -1)
-        grams.append(centred_gram(raw[:cka_samples]))
-        if raw.shape[1] > max_dims:
-            with limited_threads():
-                raw = pca_reduce(raw, max_dims, seed)[0]
-        for j, name in enumerate(names):
-            linear, nearest = probe_scores(raw, targets[name], n_splits=n_splits, seed=seed)
-            probe[i, j], knn[i, j] = linear.scores, nearest.scores
+    grams: list[np.ndarray] = []
+    # Work units: capturing a layer counts as one target's probes; progress is in hundredths.
+    total = len(layers) * (len(names) + 1) * 100
+    done = 0
+
+    def tell(units: float) -> None:
         if progress is not None:
-            progress(i + 1, len(layers))
+            progress(min(total, round(units)), total)
+
+    tell(0)
+    index = 0
+    for group in _layer_groups(model, images, layers, capture_bytes):
+        share = len(group) * 100
+
+        def captured(batch_done: int, batch_total: int, base: int = done, share: int = share):
+            tell(base + share * batch_done / max(batch_total, 1))
+
+        arrays = capture_dataset(model, images, group, progress=captured).arrays
+        done += share
+        for layer in group:
+            raw = arrays.pop(layer).reshape(n, -1)
+            grams.append(centred_gram(raw[:cka_samples]))
+            if raw.shape[1] > max_dims:
+                raw = pca_scores(raw, max_dims)
+            for j, name in enumerate(names):
+                linear, nearest = probe_scores(raw, targets[name], n_splits=n_splits, seed=seed)
+                probe[index, j], knn[index, j] = linear.scores, nearest.scores
+                done += 100
+                tell(done)
+            index += 1
+        del arrays
     chance = np.array([np.bincount(targets[n]).max() / len(targets[n]) for n in names], np.float32)
     return LayerReport(tuple(layers), names, probe, knn, chance, np.stack(grams))
+
+
+def layer_grams(
+    model: nn.Module,
+    images: np.ndarray,
+    layers: Sequence[str],
+    *,
+    capture_bytes: int = CAPTURE_BYTES,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """The centred Gram matrices ``[L, N, N]`` of ``layers`` over ``images`` (for CKA only).
+
+    The same matrices :func:`layer_report` keeps, for ``images`` its first ``cka_samples``.
+    """
+    n = len(images)
+    grams: list[np.ndarray] = []
+    total = len(layers) * 2
+    for group in _layer_groups(model, images, layers, capture_bytes):
+        base = len(grams) * 2
+
+        def captured(batch_done: int, batch_total: int, base: int = base, size: int = len(group)):
+            if progress is not None:
+                progress(base + round(size * batch_done / max(batch_total, 1)), total)
+
+        arrays = capture_dataset(model, images, group, progress=captured).arrays
+        for layer in group:
+            grams.append(centred_gram(arrays.pop(layer).reshape(n, -1)))
+            if progress is not None:
+                progress(len(grams) * 2, total)
+    return np.stack(grams)
+
+
+def cka_between(
+    report_layers: Sequence[str],
+    grams: np.ndarray,
+    other_layers: Sequence[str] | None = None,
+    other_grams: np.ndarray | None = None,
+) -> CKA:
+    """:class:`CKA` between two sets of Gram matrices (or one set and itself)."""
+    matrix = cka_matrix(list(grams), None if other_grams is None else list(other_grams))
+    others = report_layers if other_layers is None else other_layers
+    return CKA(tuple(report_layers), tuple(others), matrix)

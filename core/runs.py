@@ -9,6 +9,11 @@ training mid-epoch leaves the last complete epoch loadable.
 Runs are looked up by name in the user's runs root (``$LAYERSCOPE_RUNS`` or a per-user data
 folder) and in the runs shipped in ``assets/runs`` (read-only). A missing or half-written file
 raises :class:`RunError` saying which file.
+
+An imported run records what an auditor needs to read its numbers: the class order (output
+``i`` is ``dataset.class_names[i]``), the input normalisation its weights expect (applied by
+:func:`load_run` as a forward pre-hook on the model, so layer names and weights stay as they
+are and every page sees the normalised input), and which images its accuracy was measured on.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import re
 import shutil
@@ -23,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import platformdirs
 import torch
 from torch import nn
@@ -33,14 +40,113 @@ from core.io import read_json, save_state_dict, state_dict_hash, write_json
 from core.models import build_model
 
 if TYPE_CHECKING:
+    from core.evaluation import Predictions
     from core.train import TrainConfig
 
 SHIPPED_RUNS = Path(__file__).resolve().parent.parent / "assets" / "runs"
 DEFAULT_RUN = "cnn-shapes"
+EVALUATIONS = {
+    "test": "the held-out test split (15 % of the images, the same ones every time)",
+    "all": "all the images",
+}
+"""Which images an imported run's accuracy is measured on, by the key ``run.json`` records."""
 
 
 class RunError(RuntimeError):
     """A run that does not exist or cannot be read."""
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The input normalisation a model expects: ``(x - mean) / std`` per channel, x in [0, 1].
+
+    Attributes:
+        mean: one value per input channel.
+        std: one positive value per input channel.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise ValueError(
+                f"Mean and std need one value per channel each; got {len(self.mean)} and "
+                f"{len(self.std)}."
+            )
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise ValueError("Mean and std must be finite numbers.")
+        if min(self.std) <= 0:
+            raise ValueError("Every std must be greater than 0.")
+
+    def describe(self) -> str:
+        """One line for a person: ``mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)``."""
+
+        def values(v: tuple[float, ...]) -> str:
+            return ", ".join(f"{x:g}" for x in v)
+
+        return f"(x − mean) / std with mean ({values(self.mean)}), std ({values(self.std)})"
+
+    def to_json(self) -> dict[str, list[float]]:
+        """As stored in ``run.json``."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, list[float]] | None) -> Normalization | None:
+        """From ``run.json`` (``None``: the model takes pixels in [0, 1] as they are)."""
+        return None if not obj else cls(tuple(obj["mean"]), tuple(obj["std"]))
+
+
+IMAGENET_NORMALIZATION = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+"""What torchvision's pretrained ImageNet weights expect."""
+NO_NORMALIZATION_TEXT = "none: the model takes pixels in [0, 1] as they are"
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in re.split(r"[,\s]+", text.strip()) if v)
+    except ValueError as err:
+        raise ValueError(f"The {what} must be numbers separated by commas ({err}).") from err
+
+
+def parse_normalization(mean: str, std: str) -> Normalization | None:
+    """Reads a typed mean and std (``"0.485, 0.456, 0.406"``); both empty means none.
+
+    One value each stands for every channel; otherwise give one value per channel (checked
+    against the model by :func:`import_run`).
+
+    Raises:
+        ValueError: not numbers, one given without the other, unequal counts, or a std <= 0.
+    """
+    m, s = _floats(mean, "mean"), _floats(std, "std")
+    if not m and not s:
+        return None
+    if not m or not s:
+        raise ValueError("Give both a mean and a std, or neither.")
+    return Normalization(m, s)
+
+
+class _Normalize:
+    """A forward pre-hook computing ``(x - mean) / std`` on the model's first input."""
+
+    def __init__(self, norm: Normalization):
+        self.mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, _module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        return ((x - self.mean.to(x)) / self.std.to(x), *args[1:])
+
+
+def apply_normalization(model: nn.Module, norm: Normalization | None) -> nn.Module:
+    """Makes ``model`` normalise its input itself (a forward pre-hook); ``None`` leaves it be.
+
+    Module names, the state dict and its hash do not change; a hook on any layer, a gradient
+    with respect to the input and a deep copy all see the normalisation.
+    """
+    if norm is not None:
+        model.register_forward_pre_hook(_Normalize(norm))
+    return model
 
 
 def runs_root() -> Path:
@@ -93,6 +199,21 @@ class RunInfo:
     def checkpoints(self) -> list[Path]:
         """Per-epoch checkpoints, oldest first."""
         return sorted((self.path / "checkpoints").glob("epoch_*.safetensors"))
+
+    @property
+    def normalization(self) -> Normalization | None:
+        """The input normalisation the weights expect (``None``: pixels in [0, 1])."""
+        return Normalization.from_json(self.config.get("normalization"))
+
+    @property
+    def evaluated_on(self) -> str:
+        """Which images the test accuracy is measured on: a key of :data:`EVALUATIONS`."""
+        return self.config.get("evaluation") or "test"
+
+    @property
+    def evaluated_splits(self) -> tuple[str, ...]:
+        """The splits whose predictions, together, make the reported accuracy."""
+        return ("train", "val", "test") if self.evaluated_on == "all" else ("test",)
 
 
 @dataclass(frozen=True)
@@ -224,7 +345,11 @@ def load_run(
         model = build_model(info.arch, info.input_shape, num_classes, weights=weights)
     except ValueError as err:
         raise RunError(f"Run {name}: {err}") from err
-    data = load_dataset_for(info)
+    apply_normalization(model, info.normalization)
+    try:
+        data = load_dataset_for(info)
+    except (ValueError, OSError, RuntimeError) as err:
+        raise RunError(f"Run {name}: its images cannot be loaded. {err}") from err
     data = dataclasses.replace(data, images=adapt_images(data.images, info.input_shape))
     splits = split_indices(len(data), info.config["seed"])
     return LoadedRun(info, model.to(pick_device(device)).eval(), data, splits)
@@ -233,13 +358,53 @@ def load_run(
 def delete_run(name: str) -> None:
     """Deletes a run from the user's root (shipped runs cannot be deleted).
 
+    An image folder that was unpacked from an upload for this run alone goes with it.
+
     Raises:
         RunError: no such run in the user's root.
     """
     path = runs_root() / name
     if not (path / "run.json").is_file():
         raise RunError(f"No run named {name!r} among your runs (shipped runs stay).")
+    images = _uploaded_images(read_run(path))
     shutil.rmtree(path)
+    if images is not None and not any(_uploaded_images(r) == images for r in list_runs()):
+        shutil.rmtree(images, ignore_errors=True)
+
+
+def _uploaded_images(info: RunInfo) -> Path | None:
+    """The run's image folder, if it was unpacked from an upload (under the uploads folder)."""
+    from core.uploads import uploads_dir  # here: core.uploads imports this module
+
+    folder = info.config.get("dataset_path")
+    if info.config.get("dataset") != "folder" or not folder:
+        return None
+    folder = Path(folder).resolve()
+    return folder if folder.is_relative_to(uploads_dir().resolve()) else None
+
+
+def combine_predictions(parts: list[Predictions]) -> Predictions:
+    """Predictions over several splits as one (e.g. all the images of an imported run)."""
+    from core.evaluation import Predictions
+
+    labels = np.concatenate([p.labels for p in parts])
+    predicted = np.concatenate([p.predicted for p in parts])
+    sizes = np.array([len(p.labels) for p in parts], dtype=float)
+    losses = np.array([p.loss for p in parts], dtype=float)
+    return Predictions(
+        probs=np.concatenate([p.probs for p in parts]),
+        predicted=predicted,
+        labels=labels,
+        loss=float((losses * sizes).sum() / sizes.sum()) if sizes.sum() else float("nan"),
+        accuracy=float((predicted == labels).mean()) if len(labels) else float("nan"),
+    )
+
+
+def evaluation_text(info: RunInfo, n_scored: int, n_images: int) -> str:
+    """Which images the accuracy was measured on, for a person."""
+    if info.evaluated_on == "all":
+        return f"Measured on all {n_images:,} images (none held out: trained elsewhere)."
+    return f"Measured on {EVALUATIONS['test']}: {n_scored:,} of {n_images:,} images."
 
 
 def unique_name(base: str, root: Path) -> str:
@@ -330,8 +495,11 @@ def import_run(
     dataset_path: str | Path | None = None,
     name: str | None = None,
     root: str | Path | None = None,
+    normalization: Normalization | None = None,
+    evaluate: str = "test",
+    weights_name: str | None = None,
 ) -> Path:
-    """Makes a run from a weights file the user brings, scored on the dataset's test split.
+    """Makes a run from a weights file the user brings, and scores it.
 
     Args:
         arch: architecture name (built-in or ``tv:<name>``).
@@ -339,13 +507,20 @@ def import_run(
         dataset: dataset name, or ``folder`` with ``dataset_path``.
         image_size: the model's input side (default: the dataset's).
         n_samples: dataset size, as in :class:`core.train.TrainConfig`.
-        dataset_path: an image folder, for ``dataset="folder"``.
+        dataset_path: an image folder, for ``dataset="folder"`` (classes: its subfolders,
+            sorted by name, as torchvision's ``ImageFolder``).
         name: the run's name (made unique).
         root: runs root (default :func:`runs_root`).
+        normalization: what the weights expect of their input (``None``: pixels in [0, 1]).
+        evaluate: score on the held-out ``test`` split or on ``all`` the images
+            (see :data:`EVALUATIONS`).
+        weights_name: the weights file's name as the person knows it (default: its own).
 
     Raises:
         core.models.WeightsMismatchError, core.io.UnsafeFileError: the file does not fit;
-            nothing is written.
+        core.folder.TooFewClassesError: the folder has fewer than two classes;
+        ValueError: a normalisation for another channel count, or an unknown ``evaluate``.
+        Nothing is written when any of these is raised.
     """
     from core.data import load_dataset
     from core.evaluation import predict
@@ -353,14 +528,22 @@ def import_run(
     from core.io import load_state_dict
     from core.models import TORCHVISION_PREFIX
 
+    if evaluate not in EVALUATIONS:
+        raise ValueError(f"evaluate must be one of {', '.join(EVALUATIONS)}, not {evaluate!r}.")
     if dataset == "folder":
         data = load_image_folder(dataset_path, image_size=image_size or 32).dataset
     else:
         data = load_dataset(dataset, n=n_samples, seed=0, image_size=image_size)
     c, h, w = data.info.input_shape
     input_shape = (3 if arch.startswith(TORCHVISION_PREFIX) else c, h, w)
+    if normalization is not None and len(normalization.mean) not in (1, input_shape[0]):
+        raise ValueError(
+            f"The model takes {input_shape[0]} channel(s), but the normalisation has "
+            f"{len(normalization.mean)} values: give one per channel, or one for all."
+        )
     state = load_state_dict(weights)
     model = build_model(arch, input_shape, len(data.info.class_names), weights=state)
+    apply_normalization(model, normalization)
     config = {
         "model": arch,
         "dataset": dataset,
@@ -369,11 +552,13 @@ def import_run(
         "epochs": 0,
         "seed": 0,
         "dataset_path": str(dataset_path) if dataset_path else None,
-        "weights_file": Path(weights).name,
+        "weights_file": weights_name or Path(weights).name,
+        "normalization": normalization.to_json() if normalization else None,
+        "evaluation": evaluate,
     }
     images = adapt_images(data.images, input_shape)
-    test = split_indices(len(data), 0).test
-    accuracy = predict(model, images[test], data.labels[test]).accuracy
+    scored = np.arange(len(data)) if evaluate == "all" else split_indices(len(data), 0).test
+    accuracy = predict(model, images[scored], data.labels[scored]).accuracy
     stem = name or f"{arch.removeprefix(TORCHVISION_PREFIX)}-{data.info.name}"
     writer = RunWriter.create(
         config, data.info, input_shape, name=stem, root=root, status="imported"

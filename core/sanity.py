@@ -10,8 +10,15 @@ Re-drawn parameters are Gaussian with each tensor's own mean and standard deviat
 activations keep their scale and only the learned structure is lost. The target class stays
 the one explained on the original model. The shared model is never modified.
 
+The verdict follows the paper's statistic: the Spearman rank correlation of the maps' absolute
+values with the original's (signs are dropped because many methods flip sign freely). A method
+FAILS when that similarity is still at least :data:`SIMILARITY_THRESHOLD` after every layer has
+been randomised (the last step); it passes otherwise, including when the correlation turns
+negative: an anti-correlated map has changed, which is what an explanation of the model must do.
+
 What can go wrong: a map that is constant (e.g. Grad-CAM after randomisation leaves all
-channels negative) has no rank correlation; it is reported as NaN.
+channels negative) has no rank correlation; it is reported as NaN and its verdict is
+:data:`UNDETERMINED`. One image and one seed are one draw: a borderline value can flip.
 """
 
 from __future__ import annotations
@@ -25,8 +32,21 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from core.attribution import AttributionOptions, attribute
+from core.attribution import METHODS, AttributionOptions, attribute
 from core.hooks import model_lock
+
+SIMILARITY_STATISTIC = "Spearman ρ of |map| with the original"
+"""What :attr:`SanityCheck.final_similarity` measures (Adebayo et al. 2018's rank correlation)."""
+SIMILARITY_THRESHOLD = 0.5
+"""A method fails when its final similarity is at least this: the map survived randomisation."""
+PASSES, FAILS, UNDETERMINED = "passes", "FAILS", "undetermined"
+"""The three verdicts."""
+VERDICT_MEANING = {
+    PASSES: "the map changed when the weights were randomised",
+    FAILS: "the map barely depends on the learned weights",
+    UNDETERMINED: "a map is constant, so there is no rank correlation to judge",
+}
+"""One clause per verdict, for tables."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +58,10 @@ class SanityCheck:
         steps: ``[S + 1]`` labels: ``original``, then the lowest layer randomised so far.
         heats: ``[S + 1, M, H, W]`` maps (summed over channels).
         spearman: ``[S + 1, M]`` rank correlation of each map with the original's.
-        spearman_abs: ``[S + 1, M]`` the same for the maps' absolute values.
+        spearman_abs: ``[S + 1, M]`` the same for the maps' absolute values (the verdict's).
         target: the class explained.
+        threshold: similarity at or above which a method fails (:data:`SIMILARITY_THRESHOLD`).
+        statistic: what the similarity is (:data:`SIMILARITY_STATISTIC`).
     """
 
     methods: tuple[str, ...]
@@ -48,6 +70,54 @@ class SanityCheck:
     spearman: np.ndarray
     spearman_abs: np.ndarray
     target: int
+    threshold: float = SIMILARITY_THRESHOLD
+    statistic: str = SIMILARITY_STATISTIC
+
+    @property
+    def final_similarity(self) -> np.ndarray:
+        """``[M]`` similarity after every layer is randomised; NaN for a constant map.
+
+        NaN as well when no step randomised anything (a model without parameters).
+        """
+        if len(self.steps) < 2:
+            return np.full(len(self.methods), np.nan)
+        return np.asarray(self.spearman_abs[-1], dtype=float)
+
+    @property
+    def verdicts(self) -> tuple[str, ...]:
+        """``[M]`` :data:`PASSES`, :data:`FAILS` or :data:`UNDETERMINED` per method."""
+        return tuple(
+            UNDETERMINED if np.isnan(r) else FAILS if r >= self.threshold else PASSES
+            for r in self.final_similarity
+        )
+
+    @property
+    def passed(self) -> np.ndarray:
+        """``[M]`` bool: the map changed. False for failed and for undetermined methods."""
+        return np.array([v == PASSES for v in self.verdicts], dtype=bool)
+
+    @property
+    def rule_text(self) -> str:
+        """The rule in one line, for a caption."""
+        return (
+            f"A method fails when the {self.statistic} is still ≥ {self.threshold:g} after every "
+            "layer is randomised; a negative ρ means the map changed (passes); a constant map "
+            "has no ρ (undetermined)."
+        )
+
+    def verdict_text(self, method: str) -> str:
+        """One line for a caption: the verdict of ``method`` (a key of :attr:`methods`) and why."""
+        j = self.methods.index(method)
+        name = METHODS.get(method, method)
+        verdict = self.verdicts[j]
+        if verdict == UNDETERMINED:
+            return f"{name}: {verdict}, {VERDICT_MEANING[verdict]}."
+        r = float(self.final_similarity[j])
+        sign = "≥" if verdict == FAILS else "<"
+        return (
+            f"{name} {verdict}: after randomising every layer, ρ(|map|) = {r:.2f} {sign} "
+            f"{self.threshold:g}, so {VERDICT_MEANING[verdict]}."
+        )
 
 
 def parameter_layers(model: nn.Module) -> list[str]:

@@ -1,17 +1,22 @@
 """The runs that ship in ``assets/runs``, and the command that regenerates them exactly.
 
-``python -m core.shipped`` retrains each from its config on the CPU (deterministic: the
-weights hash comes out the same) and replaces the folder. Per-epoch checkpoints are float16,
-which keeps all three under 5 MB.
+``python -m core.shipped [names]`` retrains each from its config on the CPU (deterministic: the
+weights hash comes out the same), replaces the folder, and stores the results its first views
+need in the folder's ``results/`` (:func:`core.precompute.precompute_run`), so that no view of
+a shipped run computes for long on first open. ``python -m core.shipped --results [names]``
+recomputes only those results, for the weights already there. Per-epoch checkpoints are
+float16; with their results, all three runs stay under 10 MB.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
-from core.runs import SHIPPED_RUNS
+from core.runs import SHIPPED_RUNS, LoadedRun
 from core.train import TrainConfig, train
 
 SHIPPED_CONFIGS = {
@@ -30,8 +35,49 @@ SHIPPED_CONFIGS = {
 }
 
 
+MAP_LAYERS = {"cnn-shapes": "all", "mlp-digits": "all", "vit-shapes": "all"}
+"""Layers whose default map view ships besides the report card's: ``all`` of them (about 30 KiB
+a layer), or only the transformer ``blocks``' outputs (to save space on a deep ViT)."""
+
+
+def _map_layers(run: LoadedRun, which: str) -> list[str]:
+    from core import precompute
+
+    layers = precompute.map_layers(run)
+    if which == "all":
+        return layers
+    if which == "blocks":
+        return [name for name in layers if name.count(".") == 1 and name.startswith("blocks.")]
+    return []
+
+
+def precompute_results(names: list[str] | None = None, target: Path = SHIPPED_RUNS) -> list[Path]:
+    """Replaces the stored results of the shipped runs ``names`` (default all) in ``target``.
+
+    Needs the runs' weights in place; computes on the CPU, as the app would.
+    """
+    from core import precompute, result_store
+    from core.runs import load_run
+
+    written = []
+    for name in names or list(SHIPPED_CONFIGS):
+        start = time.perf_counter()
+        for old in result_store.stored_results(target / name):
+            old.unlink()
+        run = load_run(name, roots=[target], device="cpu")
+        layers = _map_layers(run, MAP_LAYERS.get(name, "none"))
+        files = precompute.precompute_run(run, map_layers_too=layers)
+        size = sum(f.stat().st_size for f in files)
+        print(
+            f"{name}: {len(files)} results, {size / 2**20:.2f} MiB, "
+            f"in {time.perf_counter() - start:.0f} s"
+        )
+        written += files
+    return written
+
+
 def regenerate(names: list[str] | None = None, target: Path = SHIPPED_RUNS) -> list[Path]:
-    """Retrains the shipped runs ``names`` (default all) into ``target``."""
+    """Retrains the shipped runs ``names`` (default all) into ``target``, with their results."""
     done = []
     for name in names or list(SHIPPED_CONFIGS):
         with tempfile.TemporaryDirectory() as tmp:
@@ -41,10 +87,18 @@ def regenerate(names: list[str] | None = None, target: Path = SHIPPED_RUNS) -> l
             target.mkdir(parents=True, exist_ok=True)
             done.append(Path(shutil.copytree(path, target / name)))
         print(f"{name}: regenerated in {target / name}")
+        precompute_results([name], target)
     return done
 
 
 if __name__ == "__main__":
-    import sys
-
-    regenerate(sys.argv[1:] or None)
+    parser = argparse.ArgumentParser(description="Regenerates the shipped runs exactly.")
+    parser.add_argument("names", nargs="*", help="runs (default: all)")
+    parser.add_argument(
+        "--results", action="store_true", help="only recompute their stored results"
+    )
+    options = parser.parse_args()
+    if options.results:
+        precompute_results(options.names or None)
+    else:
+        regenerate(options.names or None)

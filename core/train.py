@@ -2,9 +2,9 @@
 
 The loop is plain PyTorch: AdamW with a one-cycle learning rate, batches drawn from a seeded
 permutation, one checkpoint per epoch written atomically (see :mod:`core.runs`). It reports
-every step to a progress callback and checks a stop callback between steps; a stopped or
-killed run keeps its last complete epoch. With the same config on the CPU, the weights hash is
-the same every time.
+every step to a progress callback (with a running history of the step losses and an estimate
+of the time left) and checks a stop callback between steps; a stopped or killed run keeps its
+last complete epoch. With the same config on the CPU, the weights hash is the same every time.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from core.data import Dataset, adapt_images, load_dataset, split_indices
 from core.device import pick_device
 from core.evaluation import predict
 from core.models import TORCHVISION_PREFIX, build_model
-from core.runs import RunWriter
+from core.runs import RunWriter, read_run
+
+MAX_LOSS_POINTS = 400
+"""At most this many points in :attr:`TrainProgress.step_losses` over a whole run."""
+MIN_STEPS_FOR_ETA = 3
+"""Steps to time before estimating the time left."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,9 @@ class TrainProgress:
         steps_per_epoch: steps in one epoch.
         loss: this step's training loss.
         history: per-epoch metrics completed so far.
+        step_losses: ``(global step, mean training loss over the steps since the last point)``
+            every :func:`loss_every` steps, from the first step on: a curve before any epoch ends.
+        elapsed: seconds since the first step began (validation included).
     """
 
     epoch: int
@@ -73,12 +81,72 @@ class TrainProgress:
     steps_per_epoch: int
     loss: float
     history: list[dict[str, float]] = field(default_factory=list)
+    step_losses: tuple[tuple[int, float], ...] = ()
+    elapsed: float = 0.0
+
+    @property
+    def total_steps(self) -> int:
+        """Steps in the whole run."""
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def global_step(self) -> int:
+        """1-based step counted over the whole run."""
+        return (self.epoch - 1) * self.steps_per_epoch + self.step
 
     @property
     def fraction(self) -> float:
         """Share of all steps done, for a progress bar."""
-        done = (self.epoch - 1) * self.steps_per_epoch + self.step
-        return done / (self.epochs * self.steps_per_epoch)
+        return self.global_step / self.total_steps
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left, from the time per step so far (``None`` until a few steps are timed)."""
+        if self.global_step < MIN_STEPS_FOR_ETA or self.elapsed <= 0:
+            return None
+        return self.elapsed / self.global_step * (self.total_steps - self.global_step)
+
+    def describe(self) -> str:
+        """One line for a progress bar: epoch, step, loss and the time left."""
+        text = (
+            f"Epoch {self.epoch}/{self.epochs}, step {self.step}/{self.steps_per_epoch}: "
+            f"loss {self.loss:.3f}"
+        )
+        eta = self.eta_seconds
+        return text + (" · estimating time left…" if eta is None else f" · {duration(eta)} left")
+
+
+def duration(seconds: float) -> str:
+    """``"about 40 s"``, ``"about 3 min"``, ``"about 1 h 5 min"``: a time left, for a person."""
+    if seconds < 10:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 57.5:
+        return f"about {5 * round(seconds / 5)} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} min"
+    return f"about {minutes // 60} h {minutes % 60} min"
+
+
+def loss_every(total_steps: int) -> int:
+    """Steps per point of :attr:`TrainProgress.step_losses` (at most :data:`MAX_LOSS_POINTS`)."""
+    return max(1, -(-total_steps // MAX_LOSS_POINTS))
+
+
+class _LossTrace:
+    """Collects step losses into points of their running mean, every ``every`` steps."""
+
+    def __init__(self, every: int):
+        self.every, self.pending = every, []
+        self.points: tuple[tuple[int, float], ...] = ()
+
+    def add(self, global_step: int, loss: float) -> tuple[tuple[int, float], ...]:
+        """Adds one step's loss; returns the points so far (a new tuple when one was added)."""
+        self.pending.append(loss)
+        if len(self.pending) >= self.every or global_step == 1:
+            self.points = (*self.points, (global_step, float(np.mean(self.pending))))
+            self.pending = []
+        return self.points
 
 
 def model_input_shape(config: TrainConfig, data: Dataset) -> tuple[int, int, int]:
@@ -134,6 +202,7 @@ def train(
     order_rng = torch.Generator().manual_seed(config.seed)
     writer = RunWriter.create(config, data.info, input_shape, name=name, root=runs_root)
     history: list[dict[str, float]] = []
+    trace = _LossTrace(loss_every(config.epochs * steps_per_epoch))
     started = time.perf_counter()
     try:
         for epoch in range(1, config.epochs + 1):
@@ -153,10 +222,18 @@ def train(
                 schedule.step()
                 losses.append(loss.item())
                 correct += int((logits.argmax(1) == y).sum())
+                points = trace.add((epoch - 1) * steps_per_epoch + step, losses[-1])
                 if progress is not None:
                     progress(
                         TrainProgress(
-                            epoch, config.epochs, step, steps_per_epoch, losses[-1], history
+                            epoch,
+                            config.epochs,
+                            step,
+                            steps_per_epoch,
+                            losses[-1],
+                            history,
+                            points,
+                            time.perf_counter() - started,
                         )
                     )
             model.eval()
@@ -186,6 +263,55 @@ class _Stopped(Exception):
     """Raised inside the loop when ``should_stop`` says so."""
 
 
+@dataclass(frozen=True)
+class TrainOutcome:
+    """How a training job ended, and what a person should be told.
+
+    Attributes:
+        run: the run folder (``None``: nothing was kept).
+        kept_epochs: complete epochs in the run.
+        epochs: epochs asked for.
+        stopped: ended by a stop before the last epoch.
+        error: what went wrong, if training failed.
+    """
+
+    run: Path | None
+    kept_epochs: int
+    epochs: int
+    stopped: bool
+    error: str | None = None
+
+    @classmethod
+    def of(cls, run: Path | None, epochs: int, error: BaseException | None = None) -> TrainOutcome:
+        """The outcome of :func:`train` returning ``run`` (or raising ``error``)."""
+        if error is not None:
+            return cls(None, 0, epochs, False, f"{type(error).__name__}: {error}")
+        if run is None:
+            return cls(None, 0, epochs, True)
+        info = read_run(run)
+        return cls(run, len(info.history), epochs, info.status == "stopped")
+
+    @property
+    def level(self) -> str:
+        """``success``, ``warning`` or ``error``: how loudly to say it."""
+        if self.error is not None:
+            return "error"
+        return "warning" if self.stopped else "success"
+
+    @property
+    def message(self) -> str:
+        """What happened, in one or two sentences (Markdown)."""
+        if self.error is not None:
+            return f"Training failed: {self.error}"
+        if self.run is None:
+            return "Stopped before the first epoch completed: nothing was kept."
+        n = self.kept_epochs
+        kept = f"{n} epoch{'' if n == 1 else 's'}"
+        if self.stopped:
+            return f"Stopped after epoch {n}; kept {kept}. Run **{self.run.name}** holds them."
+        return f"Trained **{self.run.name}**: {kept}."
+
+
 class TrainingJob:
     """Training in a background thread, for a UI that polls it.
 
@@ -194,27 +320,33 @@ class TrainingJob:
 
     Attributes:
         config: what is being trained.
+        name: the run name asked for (``None``: a generated one).
         latest: the most recent progress report (``None`` before the first step).
         result: the run folder once finished (``None`` if stopped before one epoch).
         error: the exception that ended training, if any.
     """
 
-    def __init__(self, config: TrainConfig, name: str | None = None):
+    def __init__(
+        self, config: TrainConfig, name: str | None = None, runs_root: str | Path | None = None
+    ):
         import threading
 
         self.config = config
+        self.name = name
         self.latest: TrainProgress | None = None
         self.result: Path | None = None
         self.error: BaseException | None = None
+        self._outcome: TrainOutcome | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, args=(name,), daemon=True)
+        self._thread = threading.Thread(target=self._work, args=(name, runs_root), daemon=True)
         self._thread.start()
 
-    def _work(self, name: str | None) -> None:
+    def _work(self, name: str | None, runs_root: str | Path | None) -> None:
         try:
             self.result = train(
                 self.config,
                 name=name,
+                runs_root=runs_root,
                 progress=lambda p: setattr(self, "latest", p),
                 should_stop=self._stop.is_set,
             )
@@ -222,8 +354,22 @@ class TrainingJob:
             self.error = err
 
     def stop(self) -> None:
-        """Asks training to end after the current step."""
+        """Asks training to end after the current step (the last complete epoch is kept)."""
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for and training has not ended yet."""
+        return self._stop.is_set() and self.running
+
+    @property
+    def outcome(self) -> TrainOutcome | None:
+        """How training ended (``None`` while it runs)."""
+        if self.running:
+            return None
+        if self._outcome is None:
+            self._outcome = TrainOutcome.of(self.result, self.config.epochs, self.error)
+        return self._outcome
 
     @property
     def running(self) -> bool:

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
@@ -53,6 +53,22 @@ def _get_pool() -> ProcessPoolExecutor:
         return _pool
 
 
+def submit(fn: Callable[..., T], *args: object, **kwargs: object) -> Future[T]:
+    """Queues ``fn(*args, **kwargs)`` in the worker process and returns its future at once.
+
+    Poll the future (``result(timeout=...)``) to stay responsive while it runs; ``cancel()``
+    removes it from the queue if it has not started (a started call runs to the end).
+    ``fn`` must be a module-level function; arguments and result must pickle.
+    """
+    global _pool
+    try:
+        return _get_pool().submit(fn, *args, **kwargs)
+    except BrokenProcessPool:  # the worker died since the last call: start a fresh one
+        with _pool_lock:
+            _pool = None
+        return _get_pool().submit(fn, *args, **kwargs)
+
+
 def run(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """``fn(*args, **kwargs)`` in the worker process; blocks until it is done.
 
@@ -60,7 +76,7 @@ def run(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """
     global _pool
     try:
-        return _get_pool().submit(fn, *args, **kwargs).result()
+        return submit(fn, *args, **kwargs).result()
     except BrokenProcessPool:
         with _pool_lock:
             _pool = None

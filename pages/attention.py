@@ -17,11 +17,6 @@ from ui.attention import (
 from ui.figures import PLOTLY_CONFIG
 
 
-def _switch_run(name: str) -> None:
-    st.session_state["run"] = name
-    st.session_state["sample"] = 0
-
-
 def _pick_patch() -> None:
     """Click on the large image: the patch under the click becomes the query."""
     layout = st.session_state["att_layout"]
@@ -35,8 +30,8 @@ def _pick_patch() -> None:
             return
 
 
-st.title("Attention")
 selection = state.require_selection()
+st.title("Attention")
 
 if not cache.run_has_attention(selection.run):
     st.warning(
@@ -47,47 +42,48 @@ if not cache.run_has_attention(selection.run):
     if others:
         st.markdown("Runs with attention:")
         for name in others:
-            st.button(name, key=f"att_goto_{name}", on_click=_switch_run, args=(name,))
+            st.button(name, key=f"att_goto_{name}", on_click=state.choose_run, args=(name,))
     else:
         st.info("No run has attention yet: train a `vit` on the Home page.")
     st.stop()
 
 run = cache.loaded_run(selection.run)
-maps, rollout = cache.sample_attention(selection.run, selection.sample)
+maps, rollout = cache.sample_attention(selection.run, selection.inputs)
 layout = maps.layout
-image = cache.sample_image(selection.run, selection.sample)
+image = cache.input_image(selection.run, selection.inputs)
 n_layers, n_heads = maps.probs.shape[1:3]
 classes = run.info.dataset.class_names
-truth = classes[run.dataset.labels[run.splits.val[selection.sample]]]
+label = cache.input_label(selection.run, selection.inputs)
+truth = "your image" if label is None else classes[label]
 probs = np.exp(maps.logits[0] - maps.logits[0].max())
 predicted = int(probs.argmax())
 st.caption(
     f"{n_layers} layers × {n_heads} heads · {layout.n_tokens} tokens "
     f"({layout.patch_start} extra + a {layout.grid[0]}×{layout.grid[1]} grid of "
-    f"{layout.patch[0]}×{layout.patch[1]}-pixel patches) · sample {selection.sample}: "
-    f"**{truth}**, predicted **{classes[predicted]}** ({probs[predicted] / probs.sum():.0%})"
+    f"{layout.patch[0]}×{layout.patch[1]}-pixel patches) · "
+    + (f"sample {selection.sample}: " if selection.image is None else "")
+    + f"**{truth}**, predicted **{classes[predicted]}** ({probs[predicted] / probs.sum():.0%})"
 )
 
 st.session_state["att_layout"] = layout
-if st.session_state.get("att_query", 0) >= layout.n_tokens:
-    st.session_state["att_query"] = 0
 controls = st.columns([2, 1, 1, 2])
 query = controls[0].selectbox(
     "Query token",
     range(layout.n_tokens),
-    key="att_query",
+    **state.scoped("att_query", 0),
     format_func=layout.token_label,
     help="Whose attention to show. Click a patch on the large image below to pick it.",
 )
 layer = controls[1].selectbox(
-    "Layer", range(n_layers), key="att_layer", format_func=lambda i: f"layer {i}"
+    "Layer", range(n_layers), **state.scoped("att_layer", 0), format_func=lambda i: f"layer {i}"
 )
 head = controls[2].selectbox(
-    "Head", range(n_heads), key="att_head", format_func=lambda i: f"head {i}"
+    "Head", range(n_heads), **state.scoped("att_head", 0), format_func=lambda i: f"head {i}"
 )
 shared = controls[3].toggle(
     "One colour scale for all heads",
     key="att_shared",
+    **state.VIEW,
     help="Off: each map is scaled to its own maximum, so diffuse heads stay visible.",
 )
 labels = [layout.token_label(t) for t in range(layout.n_tokens)]
@@ -129,7 +125,7 @@ st.download_button(
             for k in range(layout.n_tokens)
         ]
     ),
-    file_name=f"{selection.run}_sample{selection.sample}_query{query}.csv",
+    file_name=f"{selection.run}_{selection.stem}_query{query}.csv",
     mime="text/csv",
     key="att_csv_query",
 )
@@ -166,7 +162,7 @@ with right:
                 for k in range(layout.n_tokens)
             ]
         ),
-        file_name=f"{selection.run}_sample{selection.sample}_layer{layer}_head{head}.csv",
+        file_name=f"{selection.run}_{selection.stem}_layer{layer}_head{head}.csv",
         mime="text/csv",
         key="att_csv_matrix",
     )
@@ -198,7 +194,7 @@ st.download_button(
             for k in range(layout.n_tokens)
         ]
     ),
-    file_name=f"{selection.run}_sample{selection.sample}_rollout_query{query}.csv",
+    file_name=f"{selection.run}_{selection.stem}_rollout_query{query}.csv",
     mime="text/csv",
     key="att_csv_rollout",
 )

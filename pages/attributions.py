@@ -7,7 +7,9 @@ from dataclasses import replace
 import numpy as np
 import streamlit as st
 
+from core.analysis import Inputs
 from core.attribution import BASELINES, CAM_METHODS, METHODS, SMOOTHING, AttributionOptions
+from core.evaluation import CHANCE_WARNING
 from core.layer_attribution import LAYER_METHODS
 from ui import cache, state
 from ui.attributions import (
@@ -24,18 +26,21 @@ from ui.figures import PLOTLY_CONFIG, image_figure, npy_bytes, overlay_figure
 selection = state.require_selection()
 run = cache.loaded_run(selection.run)
 classes = run.info.dataset.class_names
-preds = cache.predictions(selection.run)
-probs = preds.probs[selection.sample]
-predicted, label = int(probs.argmax()), int(preds.labels[selection.sample])
-image = cache.sample_image(selection.run, selection.sample)
+inputs = selection.inputs
+probs = cache.input_probs(selection.run, inputs)
+predicted, label = int(probs.argmax()), cache.input_label(selection.run, inputs)
+image = cache.input_image(selection.run, inputs)
 side = image.shape[-1]
 cam_layer_names, default_cam = cache.cam_layers(selection.run)
 available = [m for m in METHODS if m not in CAM_METHODS or default_cam is not None]
 
+PREDICTED = "the predicted class"
 st.title("Attributions")
+if cache.predictions(selection.run, "test").at_chance:
+    st.warning(CHANCE_WARNING, icon=":material/warning:")
 st.caption(
-    f"Which pixels and which inner units make **{selection.run}** answer as it does on validation "
-    f"sample {selection.sample}, and whether those explanations survive a sanity check."
+    f"Which pixels and which inner units make **{selection.run}** answer as it does on "
+    f"{selection.described}, and whether those explanations survive a sanity check."
 )
 
 # --- what to explain ----------------------------------------------------------------------------
@@ -43,27 +48,31 @@ left, right = st.columns([1, 3], vertical_alignment="top")
 with left:
     st.plotly_chart(image_figure(image, height=200), config=PLOTLY_CONFIG, key="attr_input")
 with right:
-    verdict = "correct" if predicted == label else f"wrong, the true class is **{classes[label]}**"
+    verdict = (
+        "your image, its class unknown"
+        if label is None
+        else "correct"
+        if predicted == label
+        else f"wrong, the true class is **{classes[label]}**"
+    )
     st.markdown(
         f"Prediction: **{classes[predicted]}** ({probs[predicted]:.1%}) · {verdict}",
     )
-    target = st.selectbox(
+    choice = st.selectbox(
         "Class to explain",
-        [None, *range(len(classes))],
-        format_func=lambda c: (
-            f"the prediction ({classes[predicted]})"
-            if c is None
-            else f"{classes[c]} ({probs[c]:.1%})"
-        ),
-        key="attr_target",
+        [PREDICTED, *classes],
+        **state.scoped("attr_target", PREDICTED),
         help="Attributions explain the score of one class. By default, the predicted one.",
     )
+    target = None if choice == PREDICTED else list(classes).index(choice)
+    explained = predicted if target is None else target
+    st.caption(f"Explaining **{classes[explained]}**, probability {probs[explained]:.1%}.")
     methods = st.multiselect(
         "Methods",
         available,
         default=available,
         format_func=METHODS.get,
-        key="attr_methods",
+        **state.scoped("attr_methods", available),
     )
     smoothing = (
         st.segmented_control(
@@ -74,6 +83,7 @@ with right:
                 s, {"smoothgrad_sq": "SmoothGrad²", "vargrad": "VarGrad"}.get(s, s)
             ),
             key="attr_smoothing",
+            **state.VIEW,
             help="Average each map over noisy copies of the input (Smilkov et al. 2017).",
         )
         or "none"
@@ -85,30 +95,53 @@ with st.expander("Method parameters"):
         "Baseline",
         BASELINES,
         key="attr_baseline",
+        **state.VIEW,
         help="The 'absent' input for IG, GradientSHAP, DeepLift and Occlusion.",
     )
-    ig_steps = c1.slider("IG steps", 4, 256, 32, key="attr_ig_steps")
+    ig_steps = c1.slider("IG steps", 4, 256, 32, key="attr_ig_steps", **state.VIEW)
     default_window = max(2, side // 8)
-    window = c2.slider("Occlusion window (px)", 1, side, default_window, key="attr_occ_window")
-    stride = c2.slider(
-        "Occlusion stride (px)", 1, side, max(1, default_window // 2), key="attr_occ_stride"
+    window = c2.slider(
+        "Occlusion window (px)",
+        1,
+        side,
+        default_window,
+        **state.scoped("attr_occ_window", default_window),
     )
-    shap_samples = c3.slider("GradientSHAP samples", 2, 64, 16, key="attr_shap_samples")
-    shap_stdev = c3.slider("GradientSHAP noise σ", 0.0, 0.5, 0.1, 0.01, key="attr_shap_stdev")
+    stride = c2.slider(
+        "Occlusion stride (px)",
+        1,
+        side,
+        max(1, default_window // 2),
+        **state.scoped("attr_occ_stride", max(1, default_window // 2)),
+    )
+    shap_samples = c3.slider(
+        "GradientSHAP samples", 2, 64, 16, key="attr_shap_samples", **state.VIEW
+    )
+    shap_stdev = c3.slider(
+        "GradientSHAP noise σ", 0.0, 0.5, 0.1, 0.01, key="attr_shap_stdev", **state.VIEW
+    )
     cam_layer = c4.selectbox(
         "Grad-CAM layer",
         cam_layer_names or ["(none)"],
         index=cam_layer_names.index(default_cam) if default_cam in cam_layer_names else 0,
-        key="attr_cam_layer",
+        **state.scoped(
+            "attr_cam_layer",
+            default_cam if default_cam in cam_layer_names else (cam_layer_names or ["(none)"])[0],
+        ),
         disabled=not cam_layer_names,
     )
-    smooth_samples = c4.slider("Smoothing samples", 2, 32, 8, key="attr_smooth_samples")
-    smooth_stdev = c4.slider("Smoothing noise σ", 0.01, 0.5, 0.1, 0.01, key="attr_smooth_stdev")
+    smooth_samples = c4.slider(
+        "Smoothing samples", 2, 32, 8, key="attr_smooth_samples", **state.VIEW
+    )
+    smooth_stdev = c4.slider(
+        "Smoothing noise σ", 0.01, 0.5, 0.1, 0.01, key="attr_smooth_stdev", **state.VIEW
+    )
     batch = c1.select_slider(
         "Internal batch size",
         [4, 8, 16, 32, 64, 128],
         16,
         key="attr_batch",
+        **state.VIEW,
         help="Inputs per pass inside IG, GradientSHAP, Occlusion and smoothing: bounds memory.",
     )
 
@@ -136,7 +169,7 @@ def compute_maps(names: list[str]) -> tuple[dict, dict[str, str]]:
     for i, name in enumerate(names):
         bar.progress(i / max(1, len(names)), text=f"Attributing with {METHODS[name]}…")
         try:
-            results[name] = cache.attribution(selection.run, selection.sample, name, options)
+            results[name] = cache.attribution(selection.run, inputs, name, options)
         except ValueError as err:
             failures[name] = str(err)
     bar.empty()
@@ -151,7 +184,7 @@ def requested(key: str, label: str, params: tuple) -> bool:
 
 
 tab_maps, tab_units, tab_sanity, tab_faith = st.tabs(
-    ["Maps", "Layer units", "Sanity check", "Faithfulness"]
+    ["Maps", "Layer units", "Sanity check", "Faithfulness"], key="attr_tab", bind="query-params"
 )
 
 # --- maps ---------------------------------------------------------------------------------------
@@ -187,7 +220,7 @@ with tab_maps:
                 "better, raise the steps to shrink it)."
             )
         d1, d2, d3 = st.columns(3)
-        stem = f"{selection.run}_sample{selection.sample}_{target_name}"
+        stem = f"{selection.run}_{selection.stem}_{target_name}"
         d1.download_button(
             "Download the grid (PNG)",
             lambda: grid_png(image, list(heats.values()), [METHODS[n] for n in heats]),
@@ -211,7 +244,7 @@ with tab_maps:
         )
     if cache.run_has_attention(selection.run) and "grad_cam" in results:
         st.subheader("Grad-CAM beside attention rollout")
-        maps, rollout = cache.sample_attention(selection.run, selection.sample)
+        maps, rollout = cache.sample_attention(selection.run, inputs)
         rolled = maps.layout.to_pixels(rollout[-1, 0])
         g1, g2 = st.columns(2)
         g1.plotly_chart(
@@ -235,11 +268,12 @@ with tab_maps:
 with tab_units:
     layer_infos = [i for i in cache.layers(selection.run) if i.is_leaf or i.spatial]
     names = [i.name for i in layer_infos]
+    default_unit_layer = default_cam if default_cam in names else names[max(0, len(names) - 2)]
     chosen = st.selectbox(
         "Layer",
         names,
-        index=names.index(default_cam) if default_cam in names else max(0, len(names) - 2),
-        key="attr_layer",
+        index=names.index(default_unit_layer),
+        **state.scoped("attr_layer", default_unit_layer),
     )
     layer_method = st.radio(
         "Method",
@@ -247,14 +281,13 @@ with tab_units:
         format_func=LAYER_METHODS.get,
         horizontal=True,
         key="attr_layer_method",
+        **state.VIEW,
     )
     if requested(
         "attr_units_run", "Attribute to this layer's units", (chosen, layer_method, options)
     ):
         try:
-            units = cache.unit_attribution(
-                selection.run, selection.sample, chosen, layer_method, options
-            )
+            units = cache.unit_attribution(selection.run, inputs, chosen, layer_method, options)
         except ValueError as err:
             st.error(str(err))
         else:
@@ -276,7 +309,11 @@ with tab_units:
                     b2.page_link(
                         "pages/feature_maps.py",
                         label=f"channel {unit} ({units.per_unit[unit]:+.3g})",
-                        query_params={"run": selection.run, "layer": chosen, "channel": str(unit)},
+                        query_params={
+                            **selection.query,
+                            "fm_layer": chosen,
+                            "fm_channel": str(unit),
+                        },
                     )
             else:
                 b2.caption("This layer has no spatial maps, so there is no feature-map view.")
@@ -299,45 +336,42 @@ with tab_sanity:
         available,
         default=sanity_default,
         format_func=METHODS.get,
-        key="attr_sanity_methods",
+        **state.scoped("attr_sanity_methods", sanity_default),
     )
-    steps = s2.slider("Steps", 2, 8, 5, key="attr_sanity_steps")
+    steps = s2.slider("Steps", 2, 8, 5, key="attr_sanity_steps", **state.VIEW)
     params = (tuple(sanity_methods), steps, options)
     if sanity_methods and requested("attr_sanity_run", "Run the sanity check", params):
-        check = cache.sanity_check(
-            selection.run, selection.sample, tuple(sanity_methods), options, steps
-        )
+        check = cache.sanity_check(selection.run, inputs, tuple(sanity_methods), options, steps)
         labels = [METHODS[m] for m in check.methods]
         st.plotly_chart(
-            sanity_grid(check.heats, labels, check.steps),
+            sanity_grid(check.heats, labels, check.steps, verdicts=check.verdicts),
             config=PLOTLY_CONFIG,
             key="attr_sanity_grid",
         )
         st.plotly_chart(
-            correlation_figure(check.spearman_abs, labels, check.steps),
+            correlation_figure(
+                check.spearman_abs,
+                labels,
+                check.steps,
+                threshold=check.threshold,
+                verdicts=check.verdicts,
+                statistic=check.statistic,
+            ),
             config=PLOTLY_CONFIG,
             key="attr_sanity_corr",
         )
-        final = check.spearman_abs[-1]
         st.dataframe(
             {
                 "method": labels,
-                "ρ after full randomisation": np.round(final, 3),
-                "verdict": [
-                    "undecided: constant map, no rank correlation"
-                    if np.isnan(r)
-                    else "passes: the map depends on the weights"
-                    if abs(r) < 0.5
-                    else "FAILS: the map barely depends on the weights"
-                    for r in final
-                ],
+                "ρ(|map|) after full randomisation": np.round(check.final_similarity, 3),
+                "verdict": list(check.verdicts),
             },
             hide_index=True,
             key="attr_sanity_table",
         )
-        st.caption(
-            "ρ: Spearman rank correlation of |map| with the original's; the band marks |ρ| < 0.5."
-        )
+        for m in check.methods:
+            st.caption(check.verdict_text(m))
+        st.caption(check.rule_text)
 
 # --- faithfulness -------------------------------------------------------------------------------
 with tab_faith:
@@ -348,12 +382,21 @@ with tab_faith:
     )
     f1, f2, f3 = st.columns([3, 1, 1])
     faith_methods = f1.multiselect(
-        "Methods", available, default=methods, format_func=METHODS.get, key="attr_faith_methods"
+        "Methods",
+        available,
+        default=methods,
+        format_func=METHODS.get,
+        **state.scoped("attr_faith_methods", methods),
     )
-    curve_steps = f2.slider("Points per curve", 8, 64, 24, key="attr_faith_steps")
+    curve_steps = f2.slider("Points per curve", 8, 64, 24, key="attr_faith_steps", **state.VIEW)
     n_val = len(run.splits.val)
     n_avg = f3.slider(
-        "Validation samples to average", 1, min(64, n_val), min(8, n_val), key="attr_faith_n"
+        "Validation samples to average",
+        1,
+        min(64, n_val),
+        min(8, n_val),
+        key="attr_faith_n",
+        **state.VIEW,
     )
     params = (tuple(faith_methods), curve_steps, n_avg, options)
     if faith_methods and requested("attr_faith_run", "Measure deletion and insertion", params):
@@ -364,40 +407,51 @@ with tab_faith:
                 i / len(faith_methods), text=f"Deleting and inserting pixels for {METHODS[name]}…"
             )
             try:
-                this[name] = cache.faithfulness(
-                    selection.run, (selection.sample,), name, options, curve_steps
-                )
-                average[name] = cache.faithfulness(
+                single = cache.faithfulness(selection.run, inputs, name, options, curve_steps)
+                mean = cache.faithfulness(
                     selection.run,
-                    tuple(range(n_avg)),
+                    Inputs(indices=tuple(range(n_avg))),
                     name,
                     replace(options, target=None),
                     curve_steps,
                 )
+                this[name], average[name] = single, mean
             except ValueError as err:
                 st.warning(f"**{METHODS[name]}**: {err}")
         bar.empty()
         if this:
             labels = {n: METHODS[n] for n in this}
-            fractions = next(iter(this.values())).fractions
+            one = next(iter(this.values()))
+            fractions = one.fractions
             st.markdown(f"**This sample** (class *{target_name}*)")
             st.plotly_chart(
                 curves_figure(
                     fractions,
                     {labels[n]: c.deletion[0] for n, c in this.items()},
                     {labels[n]: c.insertion[0] for n, c in this.items()},
+                    random=(one.random_deletion[0], one.random_insertion[0]),
+                    random_auc=(
+                        float(one.random_deletion_auc[0]),
+                        float(one.random_insertion_auc[0]),
+                    ),
                 ),
                 config=PLOTLY_CONFIG,
                 key="attr_faith_this",
             )
+            many = next(iter(average.values()))
             st.markdown(
-                f"**Mean over the first {n_avg} validation samples** (each its predicted class)"
+                f"**Mean over the first {many.n} validation samples** (each its predicted class)"
             )
             st.plotly_chart(
                 curves_figure(
                     fractions,
                     {labels[n]: c.deletion.mean(0) for n, c in average.items()},
                     {labels[n]: c.insertion.mean(0) for n, c in average.items()},
+                    random=(many.random_deletion.mean(0), many.random_insertion.mean(0)),
+                    random_auc=(
+                        float(many.random_deletion_auc.mean()),
+                        float(many.random_insertion_auc.mean()),
+                    ),
                 ),
                 config=PLOTLY_CONFIG,
                 key="attr_faith_mean",
@@ -421,3 +475,4 @@ with tab_faith:
                 hide_index=True,
                 key="attr_faith_table",
             )
+            st.caption(many.baseline_text)

@@ -15,7 +15,7 @@ from core.activations import LayerInfo
 from core.featurevis import PARAMETERISATIONS, FeatureVisConfig
 from ui import cache, state
 from ui import featuremaps as figs
-from ui.figures import PLOTLY_CONFIG, image_figure, npy_bytes, overlay_figure
+from ui.figures import PLOTLY_CONFIG, image_figure, npy_bytes
 
 PER_PAGE = 64
 TABS = ["Channel maps", "Across depth", "Learned filters", "Top examples", "Feature visualisation"]
@@ -32,36 +32,28 @@ def default_layer(layers: list[LayerInfo]) -> str:
     return next((la.name for la in layers if la.type == "Conv2d"), layers[0].name)
 
 
-def init_state(run: str, layers: dict[str, LayerInfo]) -> None:
-    """Per run: preselect the layer and channel, from the URL the first time."""
-    if st.session_state.get("fm_run") == run:
-        return
-    st.session_state["fm_run"] = run
-    layer, channel = default_layer(list(layers.values())), 0
-    if not st.session_state.get("fm_query_read"):
-        st.session_state["fm_query_read"] = True
-        wanted = st.query_params.get("layer")
-        if wanted in layers:
-            layer = wanted
-        elif wanted:
-            st.warning(f"This model has no layer “{wanted}” with maps or units: showing {layer}.")
-        try:
-            channel = int(st.query_params.get("channel", 0))
-        except ValueError:
-            st.warning(f"Channel “{st.query_params.get('channel')}” is not a number: showing 0.")
-    st.session_state.update(fm_layer=layer, fm_channel=channel, fm_shown_layer=layer, fm_page=0)
-
-
 def pick_channel(layer: str, count: int, label: str) -> int:
     """The channel (or unit) picker; an out-of-range choice falls back to 0 with a message."""
+    what = f"{layer} has no {label.lower()} {{}}: showing {label.lower()} 0."
+    state.check_url("fm_channel", range(count), what, "channel")
     try:
-        fmaps.check_channel(count, int(st.session_state["fm_channel"]), layer)
+        fmaps.check_channel(count, int(st.session_state.get("fm_channel", 0)), layer)
     except ValueError as err:
         if st.session_state.get("fm_shown_layer") == layer:
             st.warning(f"{err} Showing {label.lower()} 0.")
         st.session_state["fm_channel"] = 0
     st.session_state["fm_shown_layer"] = layer
-    return int(st.number_input(f"{label} (0–{count - 1})", 0, count - 1, key="fm_channel"))
+    return int(
+        st.number_input(
+            f"{label} (0–{count - 1})", 0, count - 1, 0, **state.scoped("fm_channel", 0)
+        )
+    )
+
+
+def _pick_tile() -> None:
+    picked = figs.clicked_channel(st.session_state.get("fm_grid"))
+    if picked is not None:
+        st.session_state["fm_channel"] = picked
 
 
 def channel_maps_tab(sample: fmaps.SampleMaps, layer: str, channel: int) -> None:
@@ -84,18 +76,26 @@ def channel_maps_tab(sample: fmaps.SampleMaps, layer: str, channel: int) -> None
     c_order, c_page, c_scale = st.columns([2, 1.2, 1.5], vertical_alignment="bottom")
     order = c_order.segmented_control(
         "Order channels by", fmaps.ORDERS, key="fm_order", default="channel", required=True,
-        format_func=ORDER_LABELS.get,
+        format_func=ORDER_LABELS.get, **state.VIEW,
     )  # fmt: skip
     pages = -(-count // PER_PAGE)
     page = 0
     if pages > 1:
+        wanted = (layer, channel, order)
+        if st.session_state.get("fm_page_for") != wanted:  # page to the selected channel
+            st.session_state["fm_page_for"] = wanted
+            ranks = fmaps.channel_order(activation, order)
+            st.session_state["fm_page"] = fmaps.page_of_channel(channel, ranks, PER_PAGE)
         st.session_state["fm_page"] = min(st.session_state.get("fm_page", 0), pages - 1)
         page = c_page.selectbox(
-            "Channels shown", range(pages), key="fm_page",
+            "Channels shown", range(pages), **state.scoped("fm_page", 0),
             format_func=lambda p: f"{p * PER_PAGE + 1}–{min((p + 1) * PER_PAGE, count)} of {count}",
         )  # fmt: skip
     shared = c_scale.toggle(
-        "One colour scale", key="fm_shared", help="Off: each map scaled to its own peak."
+        "One colour scale",
+        key="fm_shared",
+        **state.VIEW,
+        help="Off: each map scaled to its own peak.",
     )
     grid = fmaps.channel_grid(activation, layer, order, page, PER_PAGE)
     left, right = st.columns([1, 2.6], gap="medium")
@@ -103,23 +103,31 @@ def channel_maps_tab(sample: fmaps.SampleMaps, layer: str, channel: int) -> None
         st.plotly_chart(image_figure(sample.image, "Input", height=230), config=PLOTLY_CONFIG)
         heat = fmaps.channel_at_input(activation, channel, sample.image.shape[1:])
         st.plotly_chart(
-            overlay_figure(sample.image, heat, f"Channel {channel} over the input", height=230),
+            figs.channel_overlay_figure(
+                sample.image, heat, f"Channel {channel} over the input", height=230
+            ),
             config=PLOTLY_CONFIG,
         )
+        st.caption(figs.overlay_key(heat))
         m1, m2 = st.columns(2)
         m1.metric("Mean", f"{activation[channel].mean():.3g}")
         m2.metric("Peak", f"{activation[channel].max():.3g}")
     with right:
         st.plotly_chart(
-            figs.channel_grid_figure(grid, channel, shared), config=PLOTLY_CONFIG, key="fm_grid"
+            figs.channel_grid_figure(grid, channel, shared),
+            config=PLOTLY_CONFIG,
+            key="fm_grid",
+            on_select=_pick_tile,
+            selection_mode="points",
         )
         st.caption(
             f"{len(grid.channels)} of {count} channels, each a {shape_text(activation.shape[1:])} "
             "map; the number in a corner is the channel, the red frame the selected one. "
-            + ("Colours share one scale." if shared else "Each map is scaled to its own peak.")
+            + figs.grid_key(grid, shared)
+            + " Click a tile to select its channel."
         )
         d1, d2, _ = st.columns([1, 1, 2])
-        stem = f"{st.session_state['fm_run']}_{layer}_maps"
+        stem = f"{st.session_state['_run']}_{layer}_maps"
         d1.download_button(
             "CSV", lambda: figs.grid_csv(activation), f"{stem}.csv", "text/csv",
             key="fm_csv", icon=":material/download:", help="Every channel: channel,row,col,value.",
@@ -140,9 +148,13 @@ def depth_tab(sample: fmaps.SampleMaps, spatial: list[LayerInfo]) -> None:
     summary = c1.segmented_control(
         "Summarise each layer by", fmaps.SUMMARIES, key="fm_depth_summary", default="max",
         required=True, format_func={"max": "Strongest channel", "mean": "Mean of channels"}.get,
+        **state.VIEW,
     )  # fmt: skip
     names = c2.multiselect(
-        "Layers", [la.name for la in spatial], default=convs[:24], key="fm_depth_layers"
+        "Layers",
+        [la.name for la in spatial],
+        default=convs[:24],
+        **state.scoped("fm_depth_layers", convs[:24]),
     )
     if not names:
         st.info("Pick at least one layer.")
@@ -151,6 +163,7 @@ def depth_tab(sample: fmaps.SampleMaps, spatial: list[LayerInfo]) -> None:
     strip = fmaps.depth_strip(sample, sorted(names, key=order.get), summary)
     st.plotly_chart(figs.depth_strip_figure(strip), config=PLOTLY_CONFIG)
     st.caption(
+        figs.depth_strip_key(strip) + " "
         "One map per layer for this input, from the first layer to the last. Resolution shrinks "
         "with depth while each position sees more of the image: early maps follow edges and "
         "colours, later ones respond to whole parts. "
@@ -165,18 +178,12 @@ def filters_tab(run: str) -> None:
     except ValueError:
         filters = None
     if filters is not None:
-        k, c, h, w = filters.weights.shape
+        k, _, h, w = filters.weights.shape
         st.subheader(f"First convolution ({filters.layer}): {k} filters of {h}×{w}")
         st.plotly_chart(figs.weights_figure(filters), config=PLOTLY_CONFIG)
         st.caption(
-            "Each square is one filter's weights, scaled on its own"
-            + (
-                ": grey is zero, colours show which input colour it adds or subtracts. "
-                if c == 3
-                else " (mean over input channels): red positive, blue negative. "
-            )
-            + "Trained filters look like oriented edges, spots and colour blobs; "
-            "random ones look like noise."
+            figs.weights_key(filters) + " Trained filters look like oriented edges, spots and "
+            "colour blobs; random ones look like noise."
         )
         shown = True
     try:
@@ -186,10 +193,10 @@ def filters_tab(run: str) -> None:
     if weights is not None and filters is None:
         k = len(weights.weights)
         st.subheader(f"First fully connected layer ({weights.layer}): {k} units")
-        st.plotly_chart(figs.weights_figure(weights, cols=16), config=PLOTLY_CONFIG)
+        st.plotly_chart(figs.weights_figure(weights, cols=16, what="unit"), config=PLOTLY_CONFIG)
         st.caption(
-            "Each square is one unit's weights laid out as an input image, scaled on its own: "
-            "the pattern the unit is looking for (red/bright: adds, blue/dark: subtracts)."
+            "Each square is one unit's weights laid out as an input image: the pattern the unit "
+            "is looking for. " + figs.weights_key(weights, "unit")
         )
         shown = True
     if not shown:
@@ -199,9 +206,9 @@ def filters_tab(run: str) -> None:
 def top_examples_tab(run: str, info: LayerInfo, channel: int) -> None:
     layer = info.name
     c1, c2 = st.columns([2, 1])
-    k = c1.slider("Examples", 4, 24, 12, step=4, key="fm_k")
+    k = c1.slider("Examples", 4, 24, 12, step=4, key="fm_k", **state.VIEW)
     ranking = c2.segmented_control(
-        "Rank by", topk.RANKINGS, key="fm_rank", default="max", required=True,
+        "Rank by", topk.RANKINGS, key="fm_rank", **state.VIEW, default="max", required=True,
         format_func={"max": "Peak", "mean": "Mean"}.get,
     )  # fmt: skip
     try:
@@ -243,22 +250,22 @@ def top_examples_tab(run: str, info: LayerInfo, channel: int) -> None:
     options = [int(i) for i in top.indices]
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     target = c1.selectbox("Open an example's feature maps", options, key="fm_open")
-    c2.button("Open", key="fm_open_go", on_click=lambda: st.session_state.update(sample=target))
+    c2.button("Open", key="fm_open_go", on_click=state.open_sample, args=(target,))
 
 
 def feature_vis_tab(run: str, layer: str, channel: int) -> None:
     c1, c2, c3 = st.columns(3)
-    steps = c1.slider("Steps", 32, 512, 128, step=32, key="fm_vis_steps")
+    steps = c1.slider("Steps", 32, 512, 128, step=32, key="fm_vis_steps", **state.VIEW)
     parameterisation = c2.segmented_control(
-        "Parameterisation", PARAMETERISATIONS, key="fm_vis_param", default="fourier",
+        "Parameterisation", PARAMETERISATIONS, key="fm_vis_param", **state.VIEW, default="fourier",
         required=True, format_func={"fourier": "Fourier (1/f)", "pixel": "Pixels"}.get,
     )  # fmt: skip
-    decorrelate = c3.toggle("Decorrelated colour", True, key="fm_vis_decor")
+    decorrelate = c3.toggle("Decorrelated colour", True, key="fm_vis_decor", **state.VIEW)
     with st.expander("Transformation robustness"):
         t1, t2, t3 = st.columns(3)
-        jitter = t1.slider("Jitter (pixels)", 0, 8, 2, key="fm_vis_jitter")
-        scale = t2.slider("Zoom (±%)", 0, 20, 5, key="fm_vis_scale")
-        rotate = t3.slider("Rotation (±°)", 0, 30, 5, key="fm_vis_rotate")
+        jitter = t1.slider("Jitter (pixels)", 0, 8, 2, key="fm_vis_jitter", **state.VIEW)
+        scale = t2.slider("Zoom (±%)", 0, 20, 5, key="fm_vis_scale", **state.VIEW)
+        rotate = t3.slider("Rotation (±°)", 0, 30, 5, key="fm_vis_rotate", **state.VIEW)
     config = FeatureVisConfig(
         steps=steps, jitter=jitter, scale=scale / 100, rotate=float(rotate),
         parameterisation=parameterisation, decorrelate=decorrelate,
@@ -267,20 +274,10 @@ def feature_vis_tab(run: str, layer: str, channel: int) -> None:
     if st.button(
         "Synthesise an input", type="primary", key="fm_vis_go", icon=":material/auto_awesome:"
     ):
-        bar = st.progress(0.0, text="Optimising…")
-
-        def progress(step: int, total: int, value: float) -> None:
-            if step % 8 == 0 or step == total:
-                bar.progress(step / total, text=f"Step {step}/{total} · activation {value:.3g}")
-
-        try:
-            st.session_state["fm_vis"] = (
-                key,
-                cache.feature_vis(run, layer, channel, config, progress),
-            )
+        try:  # draws its own progress bar (steps, time left); Stop interrupts it
+            st.session_state["fm_vis"] = (key, cache.feature_vis(run, layer, channel, config))
         except ValueError as err:
             st.error(str(err))
-        bar.empty()
     stored = st.session_state.get("fm_vis")
     if stored is None or stored[0] != key:
         st.caption(
@@ -316,34 +313,23 @@ st.caption(
 all_layers = cache.layers(run)
 layers = {la.name: la for la in all_layers if len(la.output_shape) in (1, 2, 3)}
 spatial = [la for la in layers.values() if la.spatial]
-init_state(run, layers)
+state.check_url("fm_layer", layers, "This model has no layer “{}” with maps or units.", "layer")
 
-with st.expander("Use your own image instead of the validation sample"):
-    upload = st.file_uploader(
-        "Image file", type=["png", "jpg", "jpeg", "bmp", "webp"], key="fm_upload"
-    )
-sample = None
-if upload is not None:
-    try:
-        sample = cache.image_maps(run, upload.getvalue())
-    except ValueError as err:
-        st.error(str(err))
-if sample is None:
-    sample = cache.sample_maps(run, selection.sample)
+sample = cache.sample_maps(run, selection.inputs)
 if sample.note:
     st.info(sample.note)
 
 c_layer, c_channel = st.columns([3, 1], vertical_alignment="bottom")
+first = default_layer(list(layers.values()))
 layer = c_layer.selectbox(
-    "Layer", list(layers), key="fm_layer",
-    format_func=lambda n: f"{n}  ·  {layers[n].type}  ·  {shape_text(layers[n].output_shape)}",
-)  # fmt: skip
+    "Layer", list(layers), index=list(layers).index(first), **state.scoped("fm_layer", first)
+)
 info = layers[layer]
+c_layer.caption(f"{info.type} · output {shape_text(info.output_shape)}")
 activation = sample.arrays[layer]
 units = activation.shape[0] if activation.ndim != 2 else activation.shape[1]
 with c_channel:
     channel = pick_channel(layer, units, "Channel" if info.spatial else "Unit")
-st.query_params.update(layer=layer, channel=str(channel))
 bad = (
     np.isnan(activation).any(axis=tuple(range(1, activation.ndim))) if activation.ndim > 1 else None
 )
@@ -354,7 +340,7 @@ if np.isnan(activation).any():
         "and such channels sort last."
     )
 
-tabs = st.tabs(TABS, key="fm_tab", on_change="rerun")
+tabs = st.tabs(TABS, key="fm_tab", on_change="rerun", bind="query-params")
 with tabs[0]:
     if tabs[0].open:
         channel_maps_tab(sample, layer, channel)

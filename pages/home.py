@@ -1,16 +1,23 @@
-"""Home: the selected run at a glance; train a new run; bring your own weights and images."""
+"""Home: what layerscope is and where to start; the selected run at a glance; train a new run;
+bring your own weights and images."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from core import models, runs, uploads
-from core.evaluation import confusion_matrix
+from core.evaluation import Predictions, accuracy_text, confusion_matrix
+from core.folder import CLASS_ORDER_RULE
+from core.runs import EVALUATIONS, IMAGENET_NORMALIZATION, NO_NORMALIZATION_TEXT, RunInfo
 from core.train import TrainConfig, TrainingJob
 from ui import cache, state
 from ui.figures import PLOTLY_CONFIG
-from ui.home import confusion_figure, sample_grid, training_curves
+from ui.home import confusion_figure, live_curves, sample_grid, tour, training_curves
 
 ARCH_HELP = {
     "cnn": "TinyVGG-style conv net: three blocks of conv–BN–ReLU ×2 and max-pool",
@@ -19,9 +26,94 @@ ARCH_HELP = {
     "vit": "small vision transformer: 4 blocks × 4 heads over image patches",
 }
 TRAIN_DATASETS = ("shapes", "digits", "fashion-mnist")
+FOLDER_CHOICE = "my image folder (zip)"
+TABS = ("Overview", "Train a model", "Bring your own")
+TRAIN_TAB = TABS[1]
+INTRO = (
+    "**layerscope** opens up a trained neural network: what each layer computes, what it has "
+    "learned to tell apart, and which pixels a prediction rests on. This page shows the run "
+    "picked in the sidebar (the sidebar also picks the image every page looks at). "
+    "**Start here**, in this order:"
+)
+CHANCE_WARNING = (
+    "This model is at chance on these images: its accuracy is not clearly above always "
+    "guessing the most frequent class. Explanations of a model at chance mean little."
+)
+NORMALIZATIONS = {
+    "none": NO_NORMALIZATION_TEXT,
+    "imagenet": "ImageNet mean and std (torchvision's pretrained weights expect these)",
+    "custom": "my own mean and std",
+}
+
+
+def introduction(run: str) -> None:
+    """What the app is, and the path through the pages, each link opening ``run``."""
+    with st.container(border=True):
+        st.markdown(INTRO)
+        stops = tour(run, cache.attention_runs())
+        for column, stop in zip(st.columns(len(stops)), stops, strict=True):
+            column.page_link(
+                stop.page, label=stop.label, icon=stop.icon, query_params={"run": stop.run}
+            )
+            column.caption(stop.text)
+
+
+def evaluated_predictions(info: RunInfo) -> Predictions:
+    """Predictions on the images the run's accuracy is measured on (its test split, or all)."""
+    parts = [cache.predictions(info.name, split) for split in info.evaluated_splits]
+    return parts[0] if len(parts) == 1 else runs.combine_predictions(parts)
+
+
+def headline(info: RunInfo, test: Predictions, n_images: int) -> None:
+    """The accuracy with its interval and what it was measured on; the numbers of the run."""
+    cols = st.columns(4)
+    cols[0].metric("Test accuracy", f"{test.accuracy:.1%}")
+    cols[1].metric("Classes", len(info.dataset.class_names))
+    cols[2].metric("Parameters", f"{sum(layer.params for layer in cache.layers(info.name)):,}")
+    cols[3].metric("Epochs", len(info.history) or "imported")
+    st.caption(f"Accuracy {accuracy_text(test)}. {runs.evaluation_text(info, test.n, n_images)}")
+    if test.at_chance:
+        st.warning(CHANCE_WARNING, icon=":material/warning:")
+
+
+def imported_details(info: RunInfo) -> None:
+    """What an auditor needs to read an imported run: weights, class order, input, scoring."""
+    with st.expander("How this run was imported", expanded=True):
+        cfg = info.config
+        norm = info.normalization
+        st.markdown(
+            f"- **Weights file:** `{cfg.get('weights_file', '?')}`\n"
+            f"- **Input normalisation:** {norm.describe() if norm else NO_NORMALIZATION_TEXT}\n"
+            f"- **Scored on:** {EVALUATIONS[info.evaluated_on]}\n"
+            "- **Class order** (output index → class):"
+        )
+        class_table(info.dataset.class_names)
+        if cfg.get("dataset") == "folder":
+            st.caption(CLASS_ORDER_RULE)
+
+
+def class_table(classes: tuple[str, ...]) -> None:
+    """Output index → class name, as a small table."""
+    frame = pd.DataFrame({"output": range(len(classes)), "class": classes})
+    st.dataframe(frame, hide_index=True, width=360, height=min(300, 38 + 35 * len(classes)))
+
+
+def delete_control(info: RunInfo) -> None:
+    """Delete the run, after a confirmation."""
+    with st.popover("Delete this run…", icon=":material/delete:"):
+        st.markdown(
+            f"This deletes **{info.name}** for good: its weights, metrics and "
+            f"{len(info.checkpoints)} checkpoint(s)."
+        )
+        sure = st.checkbox(f"Yes, delete {info.name}", key=f"home_delete_confirm_{info.name}")
+        if st.button("Delete", key="home_delete", type="primary", disabled=not sure):
+            runs.delete_run(info.name)
+            st.session_state["home_notice"] = f"Deleted **{info.name}**."
+            state.select_run(runs.DEFAULT_RUN)
 
 
 def overview(selection: state.Selection) -> None:
+    """The run at a glance: accuracy, curves, samples, confusion matrix, model summary."""
     run = cache.loaded_run(selection.run)
     info = run.info
     st.title(info.name)
@@ -29,12 +121,11 @@ def overview(selection: state.Selection) -> None:
         f"{ARCH_HELP.get(info.arch, info.arch)} · trained on **{info.dataset.name}** "
         f"({len(run.dataset):,} images, {info.dataset.source}) · status {info.status}"
     )
-    test = cache.predictions(selection.run, "test")
-    cols = st.columns(4)
-    cols[0].metric("Test accuracy", f"{test.accuracy:.1%}")
-    cols[1].metric("Classes", len(info.dataset.class_names))
-    cols[2].metric("Parameters", f"{sum(layer.params for layer in cache.layers(selection.run)):,}")
-    cols[3].metric("Epochs", len(info.history) or "imported")
+    introduction(info.name)
+    test = evaluated_predictions(info)
+    headline(info, test, len(run.dataset))
+    if info.status == "imported":
+        imported_details(info)
 
     left, right = st.columns([3, 2])
     with left:
@@ -58,10 +149,11 @@ def overview(selection: state.Selection) -> None:
         )
         st.caption(
             f"Validation samples {selection.sample}–{selection.sample + len(idx) - 1}; "
-            "red titles are mistakes (true → predicted)."
+            "red titles are mistakes (true → predicted); hover a title for full class names."
         )
     with right:
-        st.subheader("Confusion matrix (test split)")
+        scope = "all images" if info.evaluated_on == "all" else "test split"
+        st.subheader(f"Confusion matrix ({scope})")
         matrix = confusion_matrix(test.labels, test.predicted, len(info.dataset.class_names))
         st.plotly_chart(confusion_figure(matrix, info.dataset.class_names), config=PLOTLY_CONFIG)
     st.subheader("Model summary")
@@ -81,144 +173,250 @@ def overview(selection: state.Selection) -> None:
         f"Weights SHA-256 `{info.weights_sha256[:16]}…` · created {info.created}"
         f" · folder `{info.path}`"
     )
-    if not info.shipped and st.button("Delete this run", key="home_delete", type="secondary"):
-        runs.delete_run(info.name)
-        state.select_run(runs.DEFAULT_RUN)
+    if not info.shipped:
+        delete_control(info)
 
 
 @st.fragment(run_every=1.0)
 def training_status() -> None:
+    """Progress, the live curves and a stop button while a job runs; its outcome when it ends."""
     job: TrainingJob | None = st.session_state.get("training_job")
     if job is None:
         return
-    progress = job.latest
-    if job.running:
-        label = "Starting…"
-        if progress is not None:
-            label = (
-                f"Epoch {progress.epoch}/{progress.epochs}, step {progress.step}/"
-                f"{progress.steps_per_epoch}: loss {progress.loss:.3f}"
-            )
-        st.progress(progress.fraction if progress else 0.0, text=label)
-        if progress is not None and progress.history:
-            st.plotly_chart(training_curves(progress.history), config=PLOTLY_CONFIG)
-        if st.button("Stop (keep the last complete epoch)", key="train_stop"):
-            job.stop()
+    if not job.running:
+        finish_training(job)
         return
-    del st.session_state["training_job"]
-    if job.error is not None:
-        st.error(f"Training failed: {job.error}")
-    elif job.result is None:
-        st.warning("Stopped before the first epoch completed: nothing was kept.")
+    progress = job.latest
+    label = progress.describe() if progress else "Loading the data and building the model…"
+    st.progress(progress.fraction if progress else 0.0, text=label)
+    if progress is not None:
+        figure = live_curves(
+            progress.step_losses, progress.steps_per_epoch, progress.history, progress.epochs
+        )
+        st.plotly_chart(figure, config=PLOTLY_CONFIG, key="train_live_curves")
+    if job.stopping:
+        st.caption("Stopping after this step; the last complete epoch is kept…")
     else:
-        st.session_state["home_notice"] = f"Trained **{job.result.name}**."
-        state.select_run(job.result.name)
+        st.button("Stop (keep the last complete epoch)", key="train_stop", on_click=job.stop)
+
+
+def finish_training(job: TrainingJob) -> None:
+    """Keeps the ended job's outcome for the Train tab and reruns the app (selecting its run)."""
+    del st.session_state["training_job"]
+    outcome = job.outcome
+    st.session_state["train_outcome"] = outcome
+    st.session_state["home_show_training"] = True
+    if outcome is not None and outcome.run is not None:
+        state.select_run(outcome.run.name)
+    st.rerun()
+
+
+def start_training() -> None:
+    """The Train button's callback: runs before the page redraws, so the button is off at once."""
+    ss = st.session_state
+    if ss.get("training_job") is not None:
+        return
+    config = TrainConfig(
+        model=ss["train_arch"],
+        dataset=ss["train_dataset"],
+        n_samples=int(ss["train_samples"]) or None,
+        epochs=int(ss["train_epochs"]),
+        batch_size=int(ss["train_batch"]),
+        lr=float(ss["train_lr"]),
+        seed=int(ss["train_seed"]),
+    )
+    ss["training_job"] = TrainingJob(config, name=ss["train_name"] or None)
+    ss["home_tab"] = TRAIN_TAB  # the progress is on this tab: stay on it
+    ss.pop("train_outcome", None)
 
 
 def train_form() -> None:
+    """The training form; Train is off (and says why) while a job runs."""
     st.markdown(
         "Train a model here, on this machine. `cnn` on `shapes` takes about 20 s on a laptop CPU."
     )
+    job: TrainingJob | None = st.session_state.get("training_job")
     with st.form("train_form"):
         c1, c2, c3 = st.columns(3)
-        dataset = c1.selectbox("Dataset", TRAIN_DATASETS, key="train_dataset")
-        arch = c2.selectbox(
+        c1.selectbox("Dataset", TRAIN_DATASETS, key="train_dataset")
+        c2.selectbox(
             "Architecture",
             list(models.BUILTIN_ARCHITECTURES),
             key="train_arch",
             format_func=lambda a: f"{a} — {ARCH_HELP[a]}",
         )
-        epochs = c3.number_input("Epochs", 1, 50, 4, key="train_epochs")
+        c3.number_input("Epochs", 1, 50, 4, key="train_epochs")
         c4, c5, c6, c7 = st.columns(4)
-        n_samples = c4.number_input(
-            "Samples (0 = all / default)", 0, 70_000, 0, step=1000, key="train_samples"
+        c4.number_input("Samples (0 = all / default)", 0, 70_000, 0, step=1000, key="train_samples")
+        c5.selectbox("Batch size", (32, 64, 128, 256), index=1, key="train_batch")
+        c6.select_slider("Learning rate", (3e-4, 1e-3, 2e-3, 3e-3, 1e-2), 3e-3, key="train_lr")
+        c7.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
+        st.text_input("Run name (optional)", key="train_name")
+        button, note = st.columns([1, 6], vertical_alignment="center")
+        button.form_submit_button(
+            "Train", type="primary", disabled=job is not None, on_click=start_training
         )
-        batch = c5.selectbox("Batch size", (32, 64, 128, 256), index=1, key="train_batch")
-        lr = c6.select_slider("Learning rate", (3e-4, 1e-3, 2e-3, 3e-3, 1e-2), 3e-3, key="train_lr")
-        seed = c7.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
-        name = st.text_input("Run name (optional)", key="train_name")
-        start = st.form_submit_button(
-            "Train", type="primary", disabled="training_job" in st.session_state
-        )
-    if start:
-        config = TrainConfig(
-            model=arch,
-            dataset=dataset,
-            n_samples=n_samples or None,
-            epochs=int(epochs),
-            batch_size=int(batch),
-            lr=float(lr),
-            seed=int(seed),
-        )
-        st.session_state["training_job"] = TrainingJob(config, name=name or None)
-    if "training_job" in st.session_state:  # poll only while a job exists
+        if job is not None:
+            what = (
+                f"**{job.name}**" if job.name else f"`{job.config.model}` on `{job.config.dataset}`"
+            )
+            note.caption(
+                f"Training {what} is running: Train is off until it ends or you stop it below."
+            )
+    if job is not None:
         training_status()
+    if outcome := st.session_state.get("train_outcome"):
+        getattr(st, outcome.level)(outcome.message)
 
 
-def bring_your_own() -> None:
-    st.markdown(
-        "Load weights you trained elsewhere (a `state_dict` as `.safetensors`, `.pt` or `.pth`; "
-        "files that would run code are refused) for one of our architectures or any torchvision "
-        "classifier, and score them on a dataset — ours, or a zip of your own image folder "
-        "(one subfolder per class)."
+def normalization_choice(column: DeltaGenerator) -> tuple[runs.Normalization | None, str | None]:
+    """The input normalisation the weights expect, as chosen, or why the typed one is wrong."""
+    choice = column.selectbox(
+        "Input normalisation",
+        list(NORMALIZATIONS),
+        format_func=NORMALIZATIONS.get,
+        key="import_norm",
+        help="What the weights expect of their input; applied inside the model on every page.",
     )
+    mean_col, std_col = column.columns(2)
+    hint = "Used with “my own mean and std”: one value per channel, or one for all."
+    mean = mean_col.text_input("Own mean", "0.5, 0.5, 0.5", key="import_mean", help=hint)
+    std = std_col.text_input("Own std", "0.5, 0.5, 0.5", key="import_std", help=hint)
+    if choice != "custom":
+        return (IMAGENET_NORMALIZATION if choice == "imagenet" else None), None
+    try:
+        return runs.parse_normalization(mean, std), None
+    except ValueError as err:
+        return None, str(err)
+
+
+def class_order_preview(archive: UploadedFile) -> None:
+    """The zip's classes in output order, before importing (or why it cannot be used)."""
+    try:
+        classes = uploads.zip_class_names(archive.name, archive.getvalue())
+    except ValueError as err:
+        st.error(str(err))
+        return
+    st.markdown(f"**Class order in {archive.name}.** {CLASS_ORDER_RULE}")
+    class_table(classes)
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    """What the bring-your-own form holds, and which of its buttons was pressed."""
+
+    arch: str
+    weights: UploadedFile | None
+    dataset: str
+    archive: UploadedFile | None
+    image_size: int
+    normalization: runs.Normalization | None
+    normalization_error: str | None
+    evaluate: str
+    name: str
+    submitted: bool
+
+
+def import_form() -> ImportRequest:
+    """The bring-your-own form; Import waits for uploads to finish, as every form submit does."""
+    tv = models.torchvision_architectures()
     with st.form("import_form"):
         c1, c2 = st.columns(2)
         arch = c1.selectbox(
             "Architecture",
-            [*models.BUILTIN_ARCHITECTURES, *models.torchvision_architectures()],
-            index=len(models.BUILTIN_ARCHITECTURES)
-            + models.torchvision_architectures().index("tv:resnet18"),
+            [*models.BUILTIN_ARCHITECTURES, *tv],
+            index=len(models.BUILTIN_ARCHITECTURES) + tv.index("tv:resnet18"),
             key="import_arch",
         )
         weights = c1.file_uploader(
             "Weights file", type=["safetensors", "pt", "pth"], key="import_weights"
         )
-        dataset = c2.selectbox(
-            "Dataset", [*TRAIN_DATASETS, "my image folder (zip)"], key="import_dataset"
-        )
+        normalization, normalization_error = normalization_choice(c1)
+        dataset = c2.selectbox("Dataset", [*TRAIN_DATASETS, FOLDER_CHOICE], key="import_dataset")
         image_size = c2.number_input("Input size (0 = the dataset's)", 0, 512, 0, key="import_size")
         archive = c2.file_uploader("Image folder (zip)", type=["zip"], key="import_zip")
+        evaluate = c2.radio(
+            "Score on", list(EVALUATIONS), format_func=EVALUATIONS.get, key="import_evaluate"
+        )
         name = st.text_input("Run name (optional)", key="import_name")
-        submitted = st.form_submit_button("Import", type="primary")
-    if not submitted:
-        return
-    if weights is None:
+        b1, b2, _ = st.columns([1, 1, 5])
+        submitted = b1.form_submit_button("Import", type="primary", key="import_submit")
+        b2.form_submit_button("Check the zip", key="import_check")
+    return ImportRequest(
+        arch, weights, dataset, archive, int(image_size),
+        normalization, normalization_error, evaluate, name, submitted,
+    )  # fmt: skip
+
+
+def submit_import(request: ImportRequest) -> None:
+    """Imports, or says why nothing was imported (and nothing was kept)."""
+    if request.weights is None:
         st.error("Choose a weights file first.")
         return
+    if request.dataset == FOLDER_CHOICE and request.archive is None:
+        st.error("Choose a zip of your image folder, or pick one of our datasets.")
+        return
+    if request.dataset != FOLDER_CHOICE and request.archive is not None:
+        st.error(
+            f"A zip is chosen but the dataset is {request.dataset}: pick “{FOLDER_CHOICE}” "
+            "to score on your images, or remove the zip."
+        )
+        return
+    if request.normalization_error:
+        st.error(f"Nothing was imported. {request.normalization_error}")
+        return
+    archive = request.archive
     try:
         with st.spinner("Checking and scoring the weights…"):
-            folder, report = None, ""
-            if dataset.startswith("my image folder"):
-                if archive is None:
-                    st.error("Choose a zip of your image folder, or pick one of our datasets.")
-                    return
-                loaded = uploads.unpack_image_zip(archive.name, archive.getvalue())
-                report = f" Image folder: {loaded.report.summary()}."
-                folder = loaded.dataset.info.source
-            path = uploads.store_upload(weights.name, weights.getvalue(), uploads.WEIGHT_SUFFIXES)
-            try:
-                run_path = runs.import_run(
-                    arch,
-                    path,
-                    "folder" if folder else dataset,
-                    image_size=image_size or None,
-                    dataset_path=folder,
-                    name=name or None,
-                )
-            finally:
-                path.unlink(missing_ok=True)
+            imported = uploads.import_upload(
+                request.arch,
+                request.weights.name,
+                request.weights.getvalue(),
+                request.dataset,
+                archive_name=archive.name if archive else None,
+                archive=archive.getvalue() if archive else None,
+                image_size=request.image_size or None,
+                normalization=request.normalization,
+                evaluate=request.evaluate,
+                name=request.name or None,
+            )
     except (ValueError, OSError, RuntimeError) as err:
         st.error(f"Nothing was imported. {err}")
         return
-    st.session_state["home_notice"] = f"Imported **{run_path.name}**.{report}"
-    state.select_run(run_path.name)
+    st.session_state["home_notice"] = imported.summary()
+    state.select_run(imported.run.name)
+
+
+def bring_your_own() -> None:
+    """Upload weights (and a zip of images), check the class order, import and score them."""
+    st.markdown(
+        "Load weights you trained elsewhere (a `state_dict` as `.safetensors`, `.pt` or `.pth`; "
+        "files that would run code are refused) for one of our architectures or any torchvision "
+        "classifier, and score them on a dataset — ours, or a zip of your own image folder "
+        "(one subfolder per class). **Check the zip** shows its class order before you import."
+    )
+    request = import_form()
+    if request.normalization_error:
+        st.error(request.normalization_error)
+    if request.archive is not None:
+        class_order_preview(request.archive)
+    if request.submitted:
+        submit_import(request)
+
+
+def home_tabs() -> tuple[DeltaGenerator, ...]:
+    """The three tabs, bound to ``?home_tab=``; opens on Train while or after a job runs."""
+    ss = st.session_state
+    fresh = "home_tab" not in ss and "training_job" in ss
+    if ss.pop("home_show_training", False) or fresh:
+        ss["home_tab"] = TRAIN_TAB
+    return tuple(st.tabs(TABS, key="home_tab", bind="query-params", on_change="rerun"))
 
 
 selection = state.require_selection()
 if notice := st.session_state.pop("home_notice", None):
     st.success(notice)
-tab_overview, tab_train, tab_import = st.tabs(["Overview", "Train a model", "Bring your own"])
+tab_overview, tab_train, tab_import = home_tabs()
 with tab_overview:
     overview(selection)
 with tab_train:

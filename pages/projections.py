@@ -15,7 +15,7 @@ from core.activations import INPUT
 from core.projection import METHODS
 from ui import cache, state
 from ui import projections as figs
-from ui.figures import PLOTLY_CONFIG, to_rgb_uint8
+from ui.figures import PLOTLY_CONFIG, nearest_upscale
 
 VIEWS = ("Map", "Across depth", "Layer report card")
 SAMPLE_SIZES = (500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
@@ -32,7 +32,9 @@ st.caption(
     "The same samples, seen at every layer: how the network organises them, and how much of "
     "the label and of each known factor each layer holds."
 )
-view = st.segmented_control("View", VIEWS, default=VIEWS[0], key="proj_view") or VIEWS[0]
+view = (
+    st.segmented_control("View", VIEWS, default=VIEWS[0], key="proj_view", **state.VIEW) or VIEWS[0]
+)
 
 
 def colour_options() -> list[str]:
@@ -93,7 +95,7 @@ def show_selection(chosen: np.ndarray, idx: np.ndarray, predicted: np.ndarray) -
     with left:
         shown = here[:GALLERY_MAX]
         st.image(
-            [to_rgb_uint8(data.images[idx[p]]) for p in shown],
+            [nearest_upscale(data.images[idx[p]], 152) for p in shown],
             caption=[
                 f"{classes[data.labels[idx[p]]]}"
                 + ("" if predicted[p] == data.labels[idx[p]] else f" → {classes[predicted[p]]}")
@@ -119,29 +121,32 @@ def map_view() -> None:
         layer.name for layer in cache.layers(selection.run)
     ]
     ladder = cache.report_layers(selection.run)
-    sizes = [s for s in SAMPLE_SIZES if s < len(data)] + [len(data)]
     c1, c2, c3 = st.columns([3, 2.2, 1.2])
     c4, c5, _ = st.columns([3, 2.2, 1.2])
-    layer = c1.selectbox("Layer", names, index=names.index(ladder[-2]), key="proj_layer")
-    method = c2.segmented_control("Method", METHODS, default="UMAP", key="proj_method") or "UMAP"
+    layer = c1.selectbox(
+        "Layer", names, index=names.index(ladder[-2]), **state.scoped("proj_layer", ladder[-2])
+    )
+    method = (
+        c2.segmented_control("Method", METHODS, default="UMAP", key="proj_method", **state.VIEW)
+        or "UMAP"
+    )
     dims = (
         3
-        if c3.segmented_control("Dims", ("2D", "3D"), default="2D", key="proj_dims") == "3D"
+        if c3.segmented_control("Dims", ("2D", "3D"), default="2D", key="proj_dims", **state.VIEW)
+        == "3D"
         else 2
     )
-    n = c4.select_slider(
-        "Samples",
-        sizes,
-        value=min(2000, len(data)),
-        key="proj_n",
+    n = state.count_slider(
+        c4, "Samples", SAMPLE_SIZES, len(data), 2000, "proj_n",
         help="Stratified by class over the whole dataset (train, val and test).",
+    )  # fmt: skip
+    colour_by = c5.selectbox(
+        "Colour by", colour_options(), **state.scoped("proj_colour", "true label")
     )
-    colour_by = c5.selectbox("Colour by", colour_options(), key="proj_colour")
 
     idx = cache.projection_samples(selection.run, n)
     preds = cache.sample_predictions(selection.run, n)
-    with st.spinner(f"Capturing {layer} for {n:,} samples…"):
-        features = cache.layer_features(selection.run, layer, n)
+    features = cache.feature_info(selection.run, layer, n)  # widths only; stored when shipped
     colour, categories = colour_values(colour_by, idx, preds.predicted, preds.probs)
     hover = [
         f"sample {s} · {classes[t]}"
@@ -177,8 +182,7 @@ def map_view() -> None:
             ),
             config=PLOTLY_CONFIG,
         )
-    with st.spinner(f"Fitting {method} on {n:,} samples…"):
-        result = cache.projection(selection.run, layer, n, method, dims)
+    result = cache.projection(selection.run, layer, n, method, dims)  # progress bar, Stop
     note.empty()
     fig = figs.point_map(
         result.coords, colour, categories, hover, mask, f"{method} · {layer}", colour_by
@@ -235,15 +239,16 @@ def depth_view() -> None:
     """The same samples at every layer of the ladder, aligned from layer to layer."""
     ladder = tuple(cache.report_layers(selection.run))
     c1, c2, c3 = st.columns([2, 2, 3])
-    method = c1.segmented_control("Method", ("PCA", "UMAP"), default="PCA", key="depth_method")
+    method = c1.segmented_control(
+        "Method", ("PCA", "UMAP"), default="PCA", key="depth_method", **state.VIEW
+    )
     method = method or "PCA"
-    n = c2.select_slider("Samples", (300, 500, 1000, 2000), value=1000, key="depth_n")
+    n = state.count_slider(c2, "Samples", (300, 500, 1000, 2000), len(data), 1000, "depth_n")
     factors = ["true label"] + [f.name for f in data.info.factors]
-    colour_by = c3.selectbox("Colour by", factors, key="depth_colour")
+    colour_by = c3.selectbox("Colour by", factors, **state.scoped("depth_colour", "true label"))
     idx = cache.projection_samples(selection.run, n)
     preds = cache.sample_predictions(selection.run, n)
-    with st.spinner(f"Projecting {len(ladder)} layers with {method} (each aligned to the last)…"):
-        depth = cache.depth_projection(selection.run, ladder, n, method)
+    depth = cache.depth_projection(selection.run, ladder, n, method)  # progress bar, Stop
     colour, categories = colour_values(colour_by, idx, preds.predicted, preds.probs)
     st.plotly_chart(
         figs.depth_strip(depth.coords, depth.layers, colour, categories),
@@ -263,21 +268,19 @@ def report_view() -> None:
     others = [r.name for r in cache.run_list() if r.name != selection.run]
     targets = ["label"] + [f.name for f in data.info.factors]
     c1, c2, c3 = st.columns([2, 2, 3])
-    target = c1.selectbox("Probe for", targets, key="card_target")
-    st.session_state.setdefault("card_n", 1000)
-    n = c2.select_slider("Held-out samples", (500, 1000, 1500, 2000), key="card_n")
+    target = c1.selectbox("Probe for", targets, **state.scoped("card_target", "label"))
+    held_out = len(run.splits.val) + len(run.splits.test)
+    n = state.count_slider(
+        c2, "Held-out samples", (500, 1000, 1500, 2000), held_out, 1000, "card_n"
+    )
     versus = c3.selectbox(
         "Compare layers (CKA) with",
         ["random init", *others],
-        key="card_versus",
+        **state.scoped("card_versus", "random init"),
         help="Another run is fed this run's held-out samples (resized if needed).",
     )
-    with st.spinner(
-        f"Probing every layer for {len(targets)} targets, trained and random-init "
-        "(a minute or two the first time; then instant for everyone)…"
-    ):
-        trained = cache.report(selection.run, n)
-        random = cache.report(selection.run, n, "random")
+    trained = cache.report(selection.run, n)  # stored for the defaults; else a progress bar
+    random = cache.report(selection.run, n, "random")
     j = targets.index(target)
     chance = float(trained.chance[j])
     m = st.columns(4)
@@ -335,20 +338,21 @@ def report_view() -> None:
         st.markdown("**Layer-to-layer similarity** (linear CKA)")
         st.plotly_chart(
             figs.cka_heatmap(
-                trained.cka(), trained.layers, trained.layers, selection.run, selection.run
+                cache.report_cka(selection.run, n).matrix,
+                trained.layers,
+                trained.layers,
+                selection.run,
+                selection.run,
             ),
             config=PLOTLY_CONFIG,
             key="card_cka",
         )
     with right:
         label = "random init" if versus == "random init" else versus
-        with st.spinner(f"Probing {label}…"):
-            other = random if versus == "random init" else cache.report(selection.run, n, versus)
+        other = cache.report_cka(selection.run, n, "random" if versus == "random init" else versus)
         st.markdown(f"**{selection.run} vs {label}** (linear CKA, same samples)")
         st.plotly_chart(
-            figs.cka_heatmap(
-                trained.cka(other), trained.layers, other.layers, label, selection.run
-            ),
+            figs.cka_heatmap(other.matrix, other.layers, other.other_layers, label, selection.run),
             config=PLOTLY_CONFIG,
             key="card_cka_versus",
         )

@@ -1,10 +1,15 @@
-"""Shared fixtures: an isolated runs root, tiny datasets and models."""
+"""Shared fixtures: an isolated runs root for every test; one served app and one headless
+Chromium for the browser tests (started on first use, shared by every browser test)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from browser_support import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +20,44 @@ def isolated_runs(
     root = tmp_path_factory.mktemp("runs")
     monkeypatch.setenv("LAYERSCOPE_RUNS", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def served_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served app's (empty) user runs root; the shipped runs are visible beside it."""
+    return tmp_path_factory.mktemp("served-runs")
+
+
+@pytest.fixture(scope="session")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, served_runs: Path
+) -> Iterator[tuple[str, float]]:
+    """The app served on a free localhost port; yields its URL and seconds until healthy."""
+    from ui.serve import free_port, launch
+
+    port = free_port()
+    env = {
+        "LAYERSCOPE_RUNS": str(served_runs),
+        "LAYERSCOPE_DATA": str(tmp_path_factory.mktemp("served-data")),
+    }
+    started = time.perf_counter()
+    log = (tmp_path_factory.mktemp("server-log") / "server.log").open("wb")
+    process = launch(port, env=env, log=log)
+    try:
+        yield f"http://127.0.0.1:{port}", time.perf_counter() - started
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Headless Debian Chromium driven by Playwright (nothing is downloaded)."""
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()

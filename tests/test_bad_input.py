@@ -58,7 +58,7 @@ def submit_import(
     if archive is not None:
         at.selectbox(key="import_dataset").set_value("my image folder (zip)")
         at.file_uploader(key="import_zip").upload("images.zip", archive, "application/zip")
-    at.button[[b.label for b in at.button].index("Import")].click().run()
+    at.button(key="import_submit").click().run()
     assert not at.exception
     return at
 
@@ -176,3 +176,63 @@ def test_nan_weights_run_renders_home(isolated_runs: Path, tmp_path: Path) -> No
     assert not at.exception
     meta = json.loads((isolated_runs / name / "run.json").read_text())
     assert meta["status"] == "imported"
+
+
+def test_one_class_zip_is_refused_for_the_right_reason(
+    runs_before: list[str], tmp_path: Path
+) -> None:
+    files = {f"imgs/cats/{i}.png": png((200, 10 * i, 0)) for i in range(4)}
+    at = submit_import(app(), ("r18.safetensors", resnet_weights(1)), archive=zipped(files))
+    plain = "The zip has only one class folder (cats); an image classifier needs at least two."
+    assert plain in errors(at) and "Nothing was imported" in errors(at)
+    assert "weights do not fit" not in errors(at)
+    assert_nothing_changed(runs_before)
+    assert not [p for p in (tmp_path / "data" / "uploads").iterdir()]
+
+
+def test_failed_import_leaves_no_folder_and_class_order_shows(
+    runs_before: list[str], tmp_path: Path
+) -> None:
+    files = {f"imgs/{c}/{i}.png": png((9 * i, 0, 200)) for c in ("b", "a") for i in range(3)}
+    at = app()
+    at.selectbox(key="import_dataset").set_value("my image folder (zip)")
+    at.file_uploader(key="import_zip").upload("images.zip", zipped(files), "application/zip")
+    at.button(key="import_check").click().run()
+    shown = [d.value for d in at.dataframe if list(d.value.columns) == ["output", "class"]]
+    assert shown and shown[0]["class"].tolist() == ["a", "b"]  # before any import
+    assert_nothing_changed(runs_before)
+    at = submit_import(at, ("r18.safetensors", resnet_weights(3)), archive=zipped(files))
+    assert "keys of the wrong shape" in errors(at)
+    assert_nothing_changed(runs_before)
+    assert not list((tmp_path / "data" / "uploads").iterdir())
+    at.file_uploader(key="import_weights").upload("r18.safetensors", resnet_weights(2))
+    at.radio(key="import_evaluate").set_value("all")
+    at.selectbox(key="import_norm").set_value("imagenet")
+    at.button(key="import_submit").click().run()
+    assert not errors(at), errors(at)
+    assert [p.name for p in (tmp_path / "data" / "uploads").iterdir()] == ["images"]  # no "-2"
+    details = " ".join(m.value for m in at.markdown)
+    assert "r18.safetensors" in details and "0.485" in details and "all the images" in details
+    assert any("all 6 images" in c.value for c in at.caption)
+
+
+def test_an_uploaded_image_is_kept_by_its_hash_and_refused_when_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.uploads import UploadError, load_image, read_image, store_image
+
+    monkeypatch.setenv("LAYERSCOPE_DATA", str(tmp_path))
+    buffer = io.BytesIO()
+    Image.new("RGB", (5, 4), (255, 0, 0)).save(buffer, "PNG")
+    image_id = store_image("red.png", buffer.getvalue())
+    assert image_id == store_image("again.png", buffer.getvalue())
+    pixels = load_image(image_id)
+    assert pixels.shape == (3, 4, 5) and pixels[0].min() == 1.0 and pixels[1].max() == 0.0
+    with pytest.raises(UploadError, match=r"^cat\.png is not an image that can be read"):
+        read_image(b"not a png", "cat.png")
+    with pytest.raises(UploadError, match="cut short"):
+        store_image("half.png", buffer.getvalue()[:40])
+    with pytest.raises(UploadError, match="not an uploaded image's id"):
+        load_image("../../etc/passwd")
+    with pytest.raises(UploadError, match="no uploaded image"):
+        load_image("0" * 16)

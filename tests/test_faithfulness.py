@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from core.attribution import AttributionOptions
-from core.faithfulness import deletion_insertion, faithfulness
+from core.faithfulness import deletion_insertion, faithfulness, random_pixel_orders
 from core.models import build_model
 
 CONTRIB = np.array([1.0, 3.0, 0.5, 2.0])  # logit gap per pixel of the 2x2 toy image, raster order
@@ -64,6 +64,10 @@ def test_faithfulness_over_samples() -> None:
     )
     assert curves.deletion.shape == curves.insertion.shape == (3, 9)
     assert curves.deletion_auc.shape == (3,) and seen == [1, 2, 3]
+    assert curves.n == 3 and curves.random_deletion.shape == curves.random_insertion.shape == (3, 9)
+    # nothing or everything removed: the order no longer matters
+    np.testing.assert_allclose(curves.random_deletion[:, [0, -1]], curves.deletion[:, [0, -1]])
+    np.testing.assert_allclose(curves.random_insertion[:, [0, -1]], curves.insertion[:, [0, -1]])
     with torch.no_grad():
         probs = model(torch.as_tensor(images)).softmax(1).numpy()
     np.testing.assert_allclose(
@@ -74,3 +78,72 @@ def test_faithfulness_over_samples() -> None:
 def test_mismatched_maps_are_a_value_error(linear: nn.Module) -> None:
     with pytest.raises(ValueError, match="do not match"):
         deletion_insertion(linear, np.ones((1, 1, 2, 2)), np.ones((1, 3, 3)), np.array([0]))
+
+
+def test_perfect_map_beats_random_beats_reversed(linear: nn.Module) -> None:
+    """With a linear logit every order's curve lies between the best and the worst order."""
+    image = np.ones((1, 1, 2, 2), np.float32)
+    perfect = CONTRIB.reshape(1, 2, 2)
+    kwargs = dict(steps=4, insertion_baseline="black", orders=8, seed=3)
+    best = deletion_insertion(linear, image, perfect, np.array([0]), **kwargs)
+    worst = deletion_insertion(linear, image, -perfect, np.array([0]), **kwargs)
+    # the random curves do not depend on the map
+    np.testing.assert_array_equal(best.random_deletion, worst.random_deletion)
+    tol = 1e-7
+    assert np.all(best.deletion <= best.random_deletion + tol)
+    assert np.all(best.random_deletion <= worst.deletion + tol)
+    assert np.all(best.insertion + tol >= best.random_insertion)
+    assert np.all(best.random_insertion + tol >= worst.insertion)
+    assert best.deletion_auc[0] < best.random_deletion_auc[0] < worst.deletion_auc[0]
+    assert best.insertion_auc[0] > best.random_insertion_auc[0] > worst.insertion_auc[0]
+    assert best.random_orders == 8 and best.seed == 3 and "8 orders" in best.baseline_text
+
+
+def test_one_random_order_is_that_order(linear: nn.Module) -> None:
+    image = np.ones((1, 1, 2, 2), np.float32)
+    order = random_pixel_orders(4, 1, seed=5)[0]
+    assert sorted(order) == [0, 1, 2, 3]
+    as_map = np.empty(4)
+    as_map[order] = -np.arange(4.0)  # first in the order = highest score
+    kwargs = dict(steps=4, orders=1, seed=5)
+    explicit = deletion_insertion(linear, image, as_map.reshape(1, 2, 2), np.array([0]), **kwargs)
+    np.testing.assert_allclose(explicit.random_deletion, explicit.deletion)
+    np.testing.assert_allclose(explicit.random_insertion, explicit.insertion)
+    none = deletion_insertion(linear, image, as_map.reshape(1, 2, 2), np.array([0]), orders=0)
+    assert np.isnan(none.random_deletion).all() and np.isnan(none.random_insertion_auc).all()
+
+
+def test_random_curves_are_reproducible() -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn", (3, 8, 8), 3).eval()
+    images = torch.rand(2, 3, 8, 8).numpy()
+    heats = images.sum(1)
+    targets = np.array([0, 1])
+    a = deletion_insertion(model, images, heats, targets, steps=8, orders=3, seed=1)
+    b = deletion_insertion(model, images, heats, targets, steps=8, orders=3, seed=1)
+    c = deletion_insertion(model, images, heats, targets, steps=8, orders=3, seed=2)
+    np.testing.assert_array_equal(a.random_deletion, b.random_deletion)
+    np.testing.assert_array_equal(a.random_insertion, b.random_insertion)
+    assert not np.allclose(a.random_deletion, c.random_deletion)
+    np.testing.assert_array_equal(a.deletion, c.deletion)  # the map's curves do not move
+    # one image's baseline does not depend on the others measured with it
+    alone = deletion_insertion(model, images[1:], heats[1:], targets[1:], steps=8, orders=3, seed=1)
+    np.testing.assert_allclose(alone.random_deletion[0], a.random_deletion[1], rtol=1e-5)
+
+
+def test_curves_figure_draws_the_random_baseline(linear: nn.Module) -> None:
+    from ui.attributions import curves_figure
+
+    image = np.ones((1, 1, 2, 2), np.float32)
+    c = deletion_insertion(linear, image, CONTRIB.reshape(1, 2, 2), np.array([0]), steps=4)
+    fig = curves_figure(
+        c.fractions,
+        {"Saliency": c.deletion[0]},
+        {"Saliency": c.insertion[0]},
+        random=(c.random_deletion[0], c.random_insertion[0]),
+        random_auc=(float(c.random_deletion_auc[0]), float(c.random_insertion_auc[0])),
+    )
+    dashed = [t for t in fig.data if t.line.dash == "dash"]
+    assert len(dashed) == 2
+    assert dashed[0].name == f"random order, deletion AUC {c.random_deletion_auc[0]:.3f}"
+    np.testing.assert_allclose(dashed[1].y, c.random_insertion[0])

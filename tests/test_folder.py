@@ -13,12 +13,21 @@ from PIL import Image
 
 from core.folder import (
     EmptyDatasetError,
+    TooFewClassesError,
     UnsafeArchiveError,
     check_inside,
+    class_names_from_paths,
     load_image_folder,
     safe_extract,
 )
-from core.uploads import MAX_UPLOAD_BYTES, UploadError, store_upload, unpack_image_zip
+from core.uploads import (
+    MAX_UPLOAD_BYTES,
+    UploadError,
+    import_upload,
+    store_upload,
+    unpack_image_zip,
+    zip_class_names,
+)
 
 
 def png(colour: tuple[int, int, int], size: int = 10) -> bytes:
@@ -135,3 +144,76 @@ def test_paths_outside_data_roots(tmp_path: Path) -> None:
     (root / "link").symlink_to("/etc")
     with pytest.raises(PermissionError):
         check_inside(root / "link", [root])
+
+
+ONE_CLASS = "The zip has only one class folder (cats); an image classifier needs at least two."
+
+
+def test_one_class_folder_is_refused_plainly(tmp_path: Path) -> None:
+    (tmp_path / "one" / "cats").mkdir(parents=True)
+    (tmp_path / "one" / "cats" / "a.png").write_bytes(png((255, 0, 0)))
+    with pytest.raises(TooFewClassesError) as err:
+        load_image_folder(tmp_path / "one")
+    assert str(err.value) == ONE_CLASS.replace("zip", "folder")
+    (tmp_path / "one" / "dogs").mkdir()
+    (tmp_path / "one" / "dogs" / "notes.txt").write_text("no image")
+    with pytest.raises(TooFewClassesError, match="only one class folder with images"):
+        load_image_folder(tmp_path / "one")
+
+
+def test_one_class_zip_is_refused_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAYERSCOPE_DATA", str(tmp_path))
+    archive = zipped({"pets/cats/a.png": png((255, 0, 0)), "pets/cats/b.png": png((0, 0, 9))})
+    with pytest.raises(TooFewClassesError) as err:
+        zip_class_names("pets.zip", archive)
+    assert str(err.value) == ONE_CLASS
+    with pytest.raises(TooFewClassesError) as err:
+        unpack_image_zip("pets.zip", archive)
+    assert str(err.value) == ONE_CLASS
+    assert not list((tmp_path / "uploads").iterdir())
+
+
+def test_class_order_from_the_zip_listing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAYERSCOPE_DATA", str(tmp_path))
+    files = {
+        "set/zebra/a.png": png((1, 1, 1)),
+        "set/Apple/b.png": png((2, 2, 2)),
+        "set/mango/c.png": png((3, 3, 3)),
+        "__MACOSX/set/zebra/._a.png": b"apple double",
+        ".DS_Store": b"x",
+    }
+    classes = zip_class_names("set.zip", zipped(files))
+    assert classes == ("Apple", "mango", "zebra")  # sorted by name, as ImageFolder
+    assert unpack_image_zip("set.zip", zipped(files)).dataset.info.class_names == classes
+    flat = {"cats/": b"", "cats/a.png": png((1, 1, 1)), "dogs/b.png": png((2, 2, 2))}
+    assert class_names_from_paths(list(flat)) == ("cats", "dogs")
+    assert class_names_from_paths(["a/cats/", "a/dogs/x.png"]) == ("cats", "dogs")
+    with pytest.raises(UploadError, match=r"notes\.zip is not a readable zip"):
+        zip_class_names("notes.zip", b"plain text")
+
+
+def test_failed_import_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import save
+
+    from core.models import WeightsMismatchError, build_model
+
+    monkeypatch.setenv("LAYERSCOPE_DATA", str(tmp_path))
+    archive = zipped({f"pets/{c}/{i}.png": png((40 * i, 0, 0)) for c in "ab" for i in range(3)})
+    wrong = save(build_model("cnn", (3, 32, 32), 2).state_dict())
+    with pytest.raises(WeightsMismatchError):
+        import_upload(
+            "mlp", "w.safetensors", wrong, "folder", archive_name="pets.zip", archive=archive
+        )
+    assert not list((tmp_path / "uploads").iterdir())
+    done = import_upload(
+        "cnn", "w.safetensors", wrong, "folder", archive_name="pets.zip", archive=archive
+    )
+    assert [p.name for p in (tmp_path / "uploads").iterdir()] == ["pets"]  # no "-2": nothing left
+    assert done.images is not None and "6 images in 2 classes" in done.summary()
+    from core.runs import delete_run, read_run
+
+    assert read_run(done.run).config["dataset_path"] == str(tmp_path / "uploads" / "pets")
+    delete_run(done.run.name)
+    assert not (tmp_path / "uploads" / "pets").exists()  # the run's images go with it

@@ -22,10 +22,6 @@ def open_attention(run: str) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     at.switch_page("pages/attention.py").run()
-    # After switch_page, AppTest can bring back the run of an earlier AppTest in the same
-    # process; choosing the run again through the sidebar's state pins it.
-    at.session_state["run"] = run
-    at.run()
     assert not at.exception, at.exception
     return at
 

@@ -71,9 +71,10 @@ def test_query_params_preselect_layer_and_channel() -> None:
 
 def test_bad_inputs_give_messages_not_tracebacks() -> None:
     at = open_page(run="cnn-shapes", layer="no.such.layer", channel="99")
-    warnings = " ".join(w.value for w in at.warning)
-    assert "no layer “no.such.layer”" in warnings
-    assert "there is no channel 99" in warnings
+    toasts = " ".join(t.value for t in at.toast)
+    assert "no layer “no.such.layer”" in toasts
+    assert "has no channel 99" in toasts
+    assert not at.warning
     assert at.number_input(key="fm_channel").value == 0
     at.selectbox(key="fm_layer").set_value("head.fc").run()  # not spatial: a strip, not a grid
     assert not at.exception

@@ -81,3 +81,23 @@ def test_layer_features_streams_and_equals_pca_of_the_layer() -> None:
     narrow = features.layer_features(model, images, INPUT, max_dims=100)
     np.testing.assert_array_equal(narrow.features, images.reshape(70, -1))
     assert narrow.pca_dims is None and count_hooks(model) == 0
+
+
+def test_layers_features_equal_layer_features_one_by_one() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), 3)
+    images = np.random.default_rng(0).random((70, 1, 8, 8), dtype=np.float32)
+    names = [INPUT, "fc1", "relu2"]
+    together = features.layers_features(model, images, names, max_dims=20)
+    apart = features.layers_features(model, images, names, max_dims=20, capture_bytes=1)
+    for layer, a, b in zip(names, together, apart, strict=True):
+        one = features.layer_features(model, images, layer, max_dims=20)
+        assert (
+            (a.layer_dims, a.pca_dims)
+            == (one.layer_dims, one.pca_dims)
+            == (b.layer_dims, b.pca_dims)
+        )
+        np.testing.assert_allclose(a.features, one.features, atol=1e-4)
+        np.testing.assert_allclose(b.features, one.features, atol=1e-4)
+        assert a.info == one.info
+    assert count_hooks(model) == 0

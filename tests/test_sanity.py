@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from types import SimpleNamespace
 
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core import sanity
 from core.attribution import AttributionOptions
 from core.hooks import count_hooks
 from core.models import build_model
-from core.sanity import cascading_randomization, parameter_layers, randomize_
+from core.sanity import (
+    FAILS,
+    PASSES,
+    SIMILARITY_THRESHOLD,
+    UNDETERMINED,
+    SanityCheck,
+    cascading_randomization,
+    parameter_layers,
+    randomize_,
+)
 
 
 def test_cascading_randomization_leaves_the_model_alone() -> None:
@@ -50,3 +64,83 @@ def test_randomize_keeps_scale_and_loses_structure() -> None:
     new = conv.weight.detach()
     assert abs(float(new.std() / old.std()) - 1) < 0.05
     assert abs(float(np.corrcoef(old.ravel(), new.ravel())[0, 1])) < 0.05
+
+
+def _check(final_abs: list[float]) -> SanityCheck:
+    """A two-step check whose last |map| correlations are ``final_abs``, one per method."""
+    m = len(final_abs)
+    methods = ("saliency", "grad_cam", "guided_backprop", "integrated_gradients", "deconvolution")
+    return SanityCheck(
+        methods=methods[:m],
+        steps=("original", "block1.conv1"),
+        heats=np.zeros((2, m, 4, 4), np.float32),
+        spearman=np.stack([np.ones(m), np.zeros(m)]),
+        spearman_abs=np.stack([np.ones(m), final_abs]),
+        target=0,
+    )
+
+
+def test_verdict_follows_the_final_similarity_not_its_size() -> None:
+    check = _check([1.0, -0.62, np.nan, SIMILARITY_THRESHOLD, 0.49])
+    assert check.threshold == 0.5 and "Spearman" in check.statistic
+    np.testing.assert_allclose(check.final_similarity, [1.0, -0.62, np.nan, 0.5, 0.49])
+    # unchanged map fails; anti-correlated map changed, so it passes; constant: undetermined
+    assert check.verdicts == (FAILS, PASSES, UNDETERMINED, FAILS, PASSES)
+    np.testing.assert_array_equal(check.passed, [False, True, False, False, True])
+    assert check.verdict_text("saliency").startswith("Saliency FAILS")
+    assert "-0.62 < 0.5" in check.verdict_text("grad_cam")
+    assert "passes" in check.verdict_text("grad_cam")
+    assert check.verdict_text("guided_backprop").endswith(
+        "undetermined, a map is constant, so there is no rank correlation to judge."
+    )
+    assert "0.5" in check.rule_text and check.statistic in check.rule_text
+
+
+def test_no_randomisation_step_is_undetermined() -> None:
+    check = SanityCheck(
+        ("saliency",), ("original",), np.zeros((1, 1, 2, 2)), np.ones((1, 1)), np.ones((1, 1)), 0
+    )
+    assert check.verdicts == (UNDETERMINED,)
+
+
+def test_cascading_verdicts_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A map that ignores the model fails, one that moves passes, one that goes flat is neither."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+
+    def fake_attribute(net: nn.Module, img: np.ndarray, method: str, options: object):
+        original = net is model
+        heat = {
+            "saliency": img[0],  # an edge detector: the same map whatever the weights
+            "grad_cam": img[0] if original else 15 - img[0],  # |map| ranks reversed
+            "guided_backprop": img[0] if original else np.zeros((4, 4), np.float32),
+        }[method]
+        return SimpleNamespace(heat=heat, target=1)
+
+    monkeypatch.setattr(sanity, "attribute", fake_attribute)
+    check = cascading_randomization(
+        model, image, ("saliency", "grad_cam", "guided_backprop"), AttributionOptions()
+    )
+    assert check.final_similarity[0] == pytest.approx(1.0)
+    assert check.final_similarity[1] == pytest.approx(-1.0)
+    assert check.verdicts == (FAILS, PASSES, UNDETERMINED)
+
+
+def test_correlation_figure_draws_the_core_rule() -> None:
+    from ui.attributions import correlation_figure, sanity_grid
+
+    check = _check([1.0, -0.62])
+    labels = ["Saliency", "Grad-CAM"]
+    fig = correlation_figure(
+        check.spearman_abs,
+        labels,
+        check.steps,
+        threshold=check.threshold,
+        verdicts=check.verdicts,
+        statistic=check.statistic,
+    )
+    assert [t.name for t in fig.data] == ["Saliency: FAILS", "Grad-CAM: passes"]
+    assert fig.layout.shapes[0].y0 == check.threshold
+    assert fig.layout.yaxis.title.text == check.statistic
+    grid = sanity_grid(check.heats, labels, check.steps, verdicts=check.verdicts)
+    assert "Grad-CAM: passes" in [a.text for a in grid.layout.annotations]

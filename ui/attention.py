@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,14 +145,52 @@ def query_figure(
     return fig
 
 
+PATCH_LABEL = re.compile(r"patch \(row (\d+), col (\d+)\)")
+"""How :meth:`core.attention.TokenLayout.token_label` names a patch token."""
+
+
+def _short_label(label: str) -> str:
+    """``patch (row 1, col 3)`` -> ``r1 c3``, ``register 2`` -> ``reg 2``; others unchanged."""
+    match = PATCH_LABEL.fullmatch(label)
+    if match:
+        return f"r{match[1]} c{match[2]}"
+    return label.replace("register ", "reg ")
+
+
+def token_ticks(labels: Sequence[str], max_ticks: int = 12) -> tuple[list[int], list[str]]:
+    """Sparse, readable ticks for a token axis: every extra token (CLS, registers) and the
+    first patch of evenly spaced patch rows (``r3 c0``), about ``max_ticks`` in all; a row tick
+    too close to an extra token's is left out.
+
+    Labels that are not patches (see :meth:`core.attention.TokenLayout.token_label`) other
+    than a few leading extra tokens get evenly spaced ticks instead.
+
+    Returns:
+        Tick positions (token indices) and their short texts.
+    """
+    matches = [PATCH_LABEL.fullmatch(label) for label in labels]
+    extra = [t for t, m in enumerate(matches) if m is None][: max_ticks // 3]
+    rows = [t for t, m in enumerate(matches) if m is not None and m[2] == "0"]
+    if not rows:
+        rows = [t for t in range(len(labels)) if t not in extra]
+    budget = max(max_ticks - len(extra), 1)
+    gap = len(labels) / (2 * max_ticks)  # closer than this, two tick texts would overprint
+    rows = [t for t in rows[:: -(-len(rows) // budget)] if all(abs(t - e) >= gap for e in extra)]
+    picked = sorted({*extra, *rows})
+    return picked, [_short_label(labels[t]) for t in picked]
+
+
 def token_matrix_figure(
     probs: np.ndarray, labels: Sequence[str], query: int, n_extra_first: int, height: int = 420
 ) -> go.Figure:
     """A head's full attention ``[T, T]``: rows are queries, columns are keys.
 
+    Both axes carry sparse token ticks (:func:`token_ticks`: ``CLS``, ``r0 c0``, ``r1 c0``,
+    ...); the hover names every cell.
+
     Args:
         probs: ``[T, T]`` probabilities.
-        labels: a name per token (for hover).
+        labels: a name per token (:meth:`core.attention.TokenLayout.token_label`).
         query: the query token, whose row is outlined.
         n_extra_first: leading extra tokens; a line separates them from the patches.
         height: figure height in pixels.
@@ -177,11 +216,18 @@ def token_matrix_figure(
         edge = n_extra_first - 0.5
         for add in (fig.add_hline, fig.add_vline):
             add(edge, line=dict(color="white", width=1, dash="dot"))
-    fig.update_xaxes(title_text="key token", showticklabels=False, constrain="domain")
+    tickvals, ticktext = token_ticks(labels)
+    ticks = dict(
+        tickmode="array", tickvals=tickvals, ticktext=ticktext, tickfont=dict(size=10),
+        ticks="outside", ticklen=3, showgrid=False, zeroline=False,
+    )  # fmt: skip
+    fig.update_xaxes(title_text="key token", constrain="domain", **ticks)
     fig.update_yaxes(
-        title_text="query token", showticklabels=False, autorange="reversed", scaleanchor="x"
+        title_text="query token", autorange="reversed", scaleanchor="x", constrain="domain", **ticks
     )
-    fig.update_layout(height=height, margin=dict(l=40, r=8, t=32, b=40))
+    fig.update_layout(height=height, margin=dict(l=8, r=8, t=32, b=8))
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
     return fig
 
 
@@ -225,12 +271,7 @@ def head_statistic_figure(
             )
         )
     if reference is not None:
-        fig.add_hline(
-            y=reference[0],
-            line=dict(color="grey", dash="dash", width=1),
-            annotation_text=reference[1],
-            annotation_position="bottom right",
-        )
+        fig.add_trace(_reference_line(*reference, layers))
     fig.update_xaxes(
         title_text="layer (depth)", tickmode="linear", dtick=1, range=[-0.5, layers - 0.5]
     )
@@ -242,6 +283,18 @@ def head_statistic_figure(
         legend=dict(font=dict(size=11), orientation="h", yanchor="top", y=-0.22, x=0),
     )
     return fig
+
+
+def _reference_line(value: float, label: str, layers: int) -> go.Scatter:
+    """A dashed horizontal line across all layers, named in the legend (not drawn over dots)."""
+    return go.Scatter(
+        x=[-0.5, layers - 0.5],
+        y=[value, value],
+        mode="lines",
+        line=dict(color="grey", dash="dash", width=1),
+        name=f"{label} ({value:.2f})",
+        hovertemplate=f"{label}: %{{y:.2f}}<extra></extra>",
+    )
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:

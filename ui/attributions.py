@@ -128,16 +128,26 @@ def units_bar(per_unit: np.ndarray, top: np.ndarray, unit_name: str = "channel")
 
 
 def sanity_grid(
-    heats: np.ndarray, methods: Sequence[str], steps: Sequence[str], cell_height: int = 120
+    heats: np.ndarray,
+    methods: Sequence[str],
+    steps: Sequence[str],
+    cell_height: int = 120,
+    verdicts: Sequence[str] | None = None,
 ) -> go.Figure:
-    """``heats [S + 1, M, H, W]`` as a grid: one row per method, one column per step."""
+    """``heats [S + 1, M, H, W]`` as a grid: one row per method, one column per step.
+
+    ``verdicts [M]`` (``SanityCheck.verdicts``), when given, are appended to the row titles.
+    """
     n_steps, n_methods = heats.shape[:2]
     titles = ["original" if s == "original" else f"… to {s}" for s in steps]
+    rows = list(methods)
+    if verdicts is not None:
+        rows = [f"{m}: {v}" for m, v in zip(methods, verdicts, strict=True)]
     fig = make_subplots(
         n_methods,
         n_steps,
         column_titles=titles,
-        row_titles=list(methods),
+        row_titles=rows,
         horizontal_spacing=0.01,
         vertical_spacing=0.02,
     )
@@ -163,33 +173,72 @@ def sanity_grid(
 
 
 def correlation_figure(
-    correlation: np.ndarray, methods: Sequence[str], steps: Sequence[str]
+    correlation: np.ndarray,
+    methods: Sequence[str],
+    steps: Sequence[str],
+    *,
+    threshold: float | None = None,
+    verdicts: Sequence[str] | None = None,
+    statistic: str = "similarity with the original map",
 ) -> go.Figure:
-    """Rank correlation ``[S + 1, M]`` with the original map as layers are randomised."""
+    """Similarity ``[S + 1, M]`` with the original map as layers are randomised.
+
+    Args:
+        correlation: ``[S + 1, M]`` similarity per step and method (``SanityCheck.spearman_abs``).
+        methods: ``[M]`` names for the legend.
+        steps: ``[S + 1]`` step labels.
+        threshold: ``SanityCheck.threshold``; shades the failing zone (a map that ends there
+            survived randomisation) and draws its edge dashed. Nothing is shaded without it.
+        verdicts: ``[M]`` ``SanityCheck.verdicts``, appended to the legend entries.
+        statistic: ``SanityCheck.statistic``, the y-axis title.
+    """
     fig = go.Figure()
     for j, method in enumerate(methods):
+        name = method if verdicts is None else f"{method}: {verdicts[j]}"
         fig.add_trace(
             go.Scatter(
-                x=list(range(len(steps))), y=correlation[:, j], mode="lines+markers", name=method
+                x=list(range(len(steps))), y=correlation[:, j], mode="lines+markers", name=name
             )
         )
-    fig.add_hrect(y0=-0.5, y1=0.5, fillcolor="#2ca02c", opacity=0.08, line_width=0)
+    if threshold is not None:
+        fig.add_hrect(y0=threshold, y1=1.05, fillcolor="#d62728", opacity=0.08, line_width=0)
+        fig.add_hline(
+            y=threshold,
+            line=dict(color="#d62728", dash="dash", width=1),
+            annotation_text=f"fails if the last point is ≥ {threshold:g}",
+            annotation_position="top left",
+            annotation_font_size=11,
+        )
     fig.update_layout(
         height=320,
         margin=dict(l=4, r=4, t=10, b=4),
         xaxis=dict(
             tickvals=list(range(len(steps))), ticktext=list(steps), title="randomised down to"
         ),
-        yaxis=dict(range=[-1.05, 1.05], title="Spearman ρ with original (|map|)"),
+        yaxis=dict(range=[-1.05, 1.05], title=statistic),
         legend=dict(orientation="h", y=1.12),
     )
     return fig
 
 
 def curves_figure(
-    fractions: np.ndarray, deletion: Mapping[str, np.ndarray], insertion: Mapping[str, np.ndarray]
+    fractions: np.ndarray,
+    deletion: Mapping[str, np.ndarray],
+    insertion: Mapping[str, np.ndarray],
+    random: tuple[np.ndarray, np.ndarray] | None = None,
+    random_auc: tuple[float, float] | None = None,
 ) -> go.Figure:
-    """Deletion and insertion curves ``[S + 1]`` per method, side by side."""
+    """Deletion and insertion curves ``[S + 1]`` per method, side by side.
+
+    Args:
+        fractions: ``[S + 1]`` fraction of pixels removed or added.
+        deletion, insertion: ``[S + 1]`` curve per method name.
+        random: ``([S + 1], [S + 1])`` random-order deletion and insertion curves, drawn as a
+            dashed grey baseline (``FaithfulnessCurves.random_deletion`` / ``random_insertion``,
+            one row or their mean over samples).
+        random_auc: ``(deletion, insertion)`` areas of ``random``, quoted in the legend
+            (``random_deletion_auc`` / ``random_insertion_auc``, the same row or mean).
+    """
     fig = make_subplots(
         1,
         2,
@@ -220,6 +269,23 @@ def curves_figure(
                     showlegend=col == 1,
                     line=dict(color=colour),
                     hovertemplate=f"{name}: %{{y:.3f}} at %{{x:.0%}}<extra></extra>",
+                ),
+                1,
+                col,
+            )
+    if random is not None:
+        kinds = ("deletion", "insertion")
+        for col, (curve, kind) in enumerate(zip(random, kinds, strict=True), start=1):
+            area = "" if random_auc is None else f", {kind} AUC {random_auc[col - 1]:.3f}"
+            fig.add_trace(
+                go.Scatter(
+                    x=fractions,
+                    y=curve,
+                    name=f"random order{area}",
+                    legendgroup="random",
+                    showlegend=random_auc is not None or col == 1,
+                    line=dict(color="#999999", dash="dash"),
+                    hovertemplate="random order: %{y:.3f} at %{x:.0%}<extra></extra>",
                 ),
                 1,
                 col,

@@ -1,33 +1,53 @@
-"""Every ``st.cache_*`` wrapper of the app, in one place.
+"""Every cached analysis of the app, in one place.
 
-Models and datasets are resources shared by all sessions (one copy per process); arrays are
-cached as data with bounded entries. Results that are large and read-only (a layer's
-activations over a split) are resources too, so a rerun does not unpickle them. Hooked
-forward passes are serialised per model by :func:`core.hooks.model_lock` inside ``core``.
+Models and datasets are resources shared by all sessions (one copy per process, ``st.cache_*``);
+arrays are cached with bounded entries. Hooked forward passes are serialised per model by
+:func:`core.hooks.model_lock` inside ``core``.
+
+Long computations (the layer report card, head statistics, layer features and projections,
+across-depth maps, top-example statistics, feature visualisation) are not ``st.cache_*``
+functions: they run through :func:`ui.progress.computed`, which keeps one process-wide result
+per key, computes a key once when several sessions ask at the same time, and draws a progress
+bar with the time left where the page asks, which Streamlit's Stop (or any widget change)
+interrupts; nothing half-done is kept. Before computing, each looks in the run's result store
+(:mod:`core.result_store`, filled for the shipped runs by ``make assets``), and stores what it
+computed for the user's own runs. The recipes are :mod:`core.precompute`'s, so a stored result
+is exactly what would be computed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import streamlit as st
 
 from core import attention as attn
-from core import attribution as attr
-from core import faithfulness as faith
 from core import featuremaps as fmaps
 from core import features as feats
 from core import featurevis as fvis
-from core import layer_attribution as layer_attr
+from core import precompute as pre
 from core import projection as proj
 from core import report_card as card
-from core import runs, sanity, topk, worker
+from core import runs, topk, uploads, worker
 from core.activations import Capture, LayerInfo, list_layers
-from core.data import adapt_images, stratified_sample
+from core.analysis import Inputs
 from core.evaluation import Predictions, predict
 from core.runs import LoadedRun, RunInfo
+from ui.progress import Flight, Progress, Results, computed
+
+if TYPE_CHECKING:  # the attributions page's modules (captum) load when that page runs
+    from core import attribution as attr
+    from core import faithfulness as faith
+    from core import layer_attribution as layer_attr
+    from core import sanity
+
+T = TypeVar("T")
 
 
 def run_mtime(name: str) -> float:
@@ -69,8 +89,9 @@ def layers(name: str) -> list[LayerInfo]:
 @st.cache_resource(max_entries=16, show_spinner="Scoring the model…")
 def _predictions(name: str, mtime: float, split: str) -> Predictions:
     run = _loaded_run(name, mtime)
-    idx = getattr(run.splits, split)
-    return predict(run.model, run.dataset.images[idx], run.dataset.labels[idx])
+    return _stored(
+        run, "predictions", {"split": split}, Predictions, lambda: pre.predictions(run, split)
+    )
 
 
 def predictions(name: str, split: str = "val") -> Predictions:
@@ -84,32 +105,68 @@ def sample_image(name: str, sample: int) -> np.ndarray:
     return run.dataset.images[run.splits.val[sample]]
 
 
-# --- feature maps ------------------------------------------------------------------------------
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _upload_image(name: str, mtime: float, image_id: str) -> np.ndarray:
+    fitted, _ = fmaps.fit_input(
+        uploads.load_image(image_id), _loaded_run(name, mtime).info.input_shape
+    )
+    return fitted
+
+
+def input_image(name: str, inputs: Inputs) -> np.ndarray:
+    """The one image ``inputs`` names (an upload, fitted to the model's input) as ``[C, H, W]``."""
+    return _image(name, run_mtime(name), inputs)
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _sample_maps(name: str, mtime: float, sample: int) -> fmaps.SampleMaps:
+def _upload_prediction(name: str, mtime: float, image_id: str) -> Predictions:
+    image = _upload_image(name, mtime, image_id)
+    return predict(_loaded_run(name, mtime).model, image[None], np.array([-1]))
+
+
+def input_probs(name: str, inputs: Inputs) -> np.ndarray:
+    """``[K]`` the model's class probabilities for the one image ``inputs`` names."""
+    if inputs.upload:
+        return _upload_prediction(name, run_mtime(name), inputs.upload).probs[0]
+    return predictions(name, "val").probs[inputs.indices[0]]
+
+
+def input_label(name: str, inputs: Inputs) -> int | None:
+    """The true class of the one image ``inputs`` names (``None``: an upload, unknown)."""
+    if inputs.upload:
+        return None
+    return int(predictions(name, "val").labels[inputs.indices[0]])
+
+
+def input_prediction(name: str, inputs: Inputs) -> str:
+    """What the model predicts for the image ``inputs`` names, e.g. ``"star (87%)"``."""
+    probs = input_probs(name, inputs)
+    top = int(probs.argmax())
+    return f"{loaded_run(name).info.dataset.class_names[top]} ({probs[top]:.0%})"
+
+
+# --- feature maps ------------------------------------------------------------------------------
+
+
+def _image(name: str, mtime: float, inputs: Inputs) -> np.ndarray:
+    """``[C, H, W]``: the validation sample or fitted upload that ``inputs`` names."""
+    if inputs.upload:
+        return _upload_image(name, mtime, inputs.upload)
+    run = _loaded_run(name, mtime)
+    return run.dataset.images[run.splits.val[inputs.indices[0]]]
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _sample_maps(name: str, mtime: float, inputs: Inputs) -> fmaps.SampleMaps:
     run = _loaded_run(name, mtime)
     names = [layer.name for layer in _layers(name, mtime)]
-    image = run.dataset.images[run.splits.val[sample]]
+    image = _image(name, mtime, inputs)
     return fmaps.sample_maps(run.model, image, run.info.input_shape, names)
 
 
-def sample_maps(name: str, sample: int) -> fmaps.SampleMaps:
-    """Every layer's output for validation sample ``sample``, from one forward pass."""
-    return _sample_maps(name, run_mtime(name), sample)
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _image_maps(name: str, mtime: float, data: bytes) -> fmaps.SampleMaps:
-    run = _loaded_run(name, mtime)
-    names = [layer.name for layer in _layers(name, mtime)]
-    return fmaps.sample_maps(run.model, fmaps.read_image(data), run.info.input_shape, names)
-
-
-def image_maps(name: str, data: bytes) -> fmaps.SampleMaps:
-    """Every layer's output for an uploaded image file (resized to the model's input)."""
-    return _image_maps(name, run_mtime(name), data)
+def sample_maps(name: str, inputs: Inputs) -> fmaps.SampleMaps:
+    """Every layer's output for the one image ``inputs`` names, from one forward pass."""
+    return _sample_maps(name, run_mtime(name), inputs)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -125,15 +182,19 @@ def weight_images(name: str, kind: str) -> fmaps.WeightImages:
     return _weight_images(name, run_mtime(name), kind)
 
 
-@st.cache_resource(max_entries=16, show_spinner="Ranking the validation split for this layer…")
-def _channel_stats(name: str, mtime: float, layer: str) -> topk.ChannelStats:
-    run = _loaded_run(name, mtime)
-    return topk.channel_stats(run.model, run.dataset.images[run.splits.val], layer)
+_CHANNEL_STATS: Results[topk.ChannelStats] = Results("channel stats", 16)
 
 
 def channel_stats(name: str, layer: str) -> topk.ChannelStats:
     """Every channel's max, peak and mean for each validation sample of the run."""
-    return _channel_stats(name, run_mtime(name), layer)
+    mtime = run_mtime(name)
+    run = _loaded_run(name, mtime)  # here: computations run in a thread without a session
+
+    def compute(progress: Progress) -> topk.ChannelStats:
+        return pre.channel_stats(run, layer, progress=progress)
+
+    label = f"Ranking the validation split for {layer}"
+    return computed(_CHANNEL_STATS, (name, mtime, layer), compute, label)
 
 
 @st.cache_resource(max_entries=32, show_spinner="Measuring receptive fields…")
@@ -147,52 +208,82 @@ def receptive_field(name: str, layer: str) -> topk.ReceptiveField:
     return _receptive_field(name, run_mtime(name), layer)
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)
-def _feature_vis(
-    name: str,
-    mtime: float,
-    layer: str,
-    channel: int,
-    config: fvis.FeatureVisConfig,
-    _progress: Callable[[int, int, float], None] | None = None,
-) -> fvis.FeatureVis:
-    run = _loaded_run(name, mtime)
-    shape = run.info.input_shape
-    colour = fvis.colour_sqrt(run.dataset.images[run.splits.train[:512]]) if shape[0] == 3 else None
-    return fvis.visualise_channel(
-        run.model, layer, channel, shape, config, colour=colour, progress=_progress
-    )
+_FEATURE_VIS: Results[fvis.FeatureVis] = Results("feature visualisation", 64)
 
 
 def feature_vis(
-    name: str,
-    layer: str,
-    channel: int,
-    config: fvis.FeatureVisConfig,
-    progress: Callable[[int, int, float], None] | None = None,
+    name: str, layer: str, channel: int, config: fvis.FeatureVisConfig
 ) -> fvis.FeatureVis:
-    """An input synthesised to excite ``layer``'s ``channel`` (colour basis from the run's data)."""
-    return _feature_vis(name, run_mtime(name), layer, channel, config, progress)
+    """An input synthesised to excite ``layer``'s ``channel`` (colour basis from the run's data).
+
+    Drawn with a progress bar (steps, time left) where it is called; Stop interrupts it.
+    """
+    mtime = run_mtime(name)
+    run = _loaded_run(name, mtime)
+
+    def compute(progress: Progress) -> fvis.FeatureVis:
+        args = {"layer": layer, "channel": channel, "config": config}
+        return _stored(
+            run,
+            "feature-vis",
+            args,
+            fvis.FeatureVis,
+            lambda: pre.feature_vis(run, layer, channel, config, lambda s, n, _v: progress(s, n)),
+        )
+
+    label = f"Optimising an input for channel {channel} of {layer}"
+    return computed(_FEATURE_VIS, (name, mtime, layer, channel, config), compute, label)
 
 
 # --- projections and the layer report card -----------------------------------------------------
 
 
+def _stored(
+    run: LoadedRun, analysis: str, args: dict[str, Any], expected: type[T], compute: Callable[[], T]
+) -> T:
+    """The run's stored result of ``analysis(args)``, else ``compute()`` (stored for the
+    user's own runs; the shipped runs' store is written by ``make assets`` only)."""
+    found = pre.load(run, analysis, args, expected)
+    if found is not None:
+        return found
+    result = compute()
+    if not run.info.shipped:
+        pre.save(run, analysis, args, result)
+    return result
+
+
+def _part(progress: Progress, start: float, stop: float) -> Progress:
+    """A progress callback for one stage, filling ``[start, stop]`` (fractions) of ``progress``."""
+
+    def report(done: int, total: int) -> None:
+        fraction = done / total if total else 0.0
+        progress(round(1000 * (start + (stop - start) * fraction)), 1000)
+
+    return report
+
+
 def _warm_up() -> None:
     default = runs.DEFAULT_RUN
-    if default in {r.name for r in run_list()}:
+    names = [r.name for r in run_list() if r.shipped]
+    if default in names:
         layers(default)
         predictions(default, "val")
         predictions(default, "test")
-    worker.run(proj.warm_up)
+    compiled = worker.submit(proj.warm_up)  # umap's compilation, in the worker, meanwhile
+    for name in names:  # the other shipped runs: a few seconds each, before anyone asks
+        if name != default:
+            layers(name)
+    compiled.result()
 
 
 @st.cache_resource(show_spinner=False)
 def start_warm_up() -> threading.Thread:
     """Starts the warm-up, once per server process, in a daemon thread.
 
-    It loads and scores the default run (what the first visitor sees), then compiles
-    umap-learn's kernels (the first projection).
+    It loads and scores the default run (what the first visitor sees), then loads the other
+    shipped runs while the fit worker compiles umap-learn's kernels (for projections that are
+    not stored). The shipped runs' first views are read from their stores, so nothing else
+    needs computing ahead.
     """
     thread = threading.Thread(target=_warm_up, name="warm-up", daemon=True)
     thread.start()
@@ -201,7 +292,7 @@ def start_warm_up() -> threading.Thread:
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _projection_samples(name: str, mtime: float, n: int, seed: int) -> np.ndarray:
-    return stratified_sample(_loaded_run(name, mtime).dataset.labels, n, seed)
+    return pre.projection_samples(_loaded_run(name, mtime), n, seed)
 
 
 def projection_samples(name: str, n: int, seed: int = 0) -> np.ndarray:
@@ -212,8 +303,13 @@ def projection_samples(name: str, n: int, seed: int = 0) -> np.ndarray:
 @st.cache_resource(max_entries=16, show_spinner="Scoring the samples…")
 def _sample_predictions(name: str, mtime: float, n: int, seed: int) -> Predictions:
     run = _loaded_run(name, mtime)
-    idx = _projection_samples(name, mtime, n, seed)
-    return predict(run.model, run.dataset.images[idx], run.dataset.labels[idx])
+    return _stored(
+        run,
+        "sample-predictions",
+        {"n": n, "seed": seed},
+        Predictions,
+        lambda: pre.sample_predictions(run, n, seed),
+    )
 
 
 def sample_predictions(name: str, n: int, seed: int = 0) -> Predictions:
@@ -221,62 +317,249 @@ def sample_predictions(name: str, n: int, seed: int = 0) -> Predictions:
     return _sample_predictions(name, run_mtime(name), n, seed)
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _layer_features(name: str, mtime: float, layer: str, n: int, seed: int) -> feats.LayerFeatures:
-    run = _loaded_run(name, mtime)
-    idx = _projection_samples(name, mtime, n, seed)
-    return feats.layer_features(run.model, run.dataset.images[idx], layer, seed=seed)
+# --- layer features and projections -------------------------------------------------------------
+
+_FEATURES: Results[feats.LayerFeatures] = Results("layer features", 64)
+_FEATURE_INFO: Results[feats.FeatureInfo] = Results("layer widths", 256)
+_PROJECTIONS: Results[proj.Projection] = Results("projection", 64)
+_DEPTHS: Results[proj.DepthProjection] = Results("depth projection", 8)
+_FITS: dict[tuple, Future] = {}
+_FITS_LOCK = threading.Lock()
+_FIT_SECONDS = {"UMAP": (1.0, 1.5), "t-SNE": (2.0, 6.0), "PCA": (0.2, 0.1)}
+"""Rough fit time per method: ``(fixed seconds, seconds per 1,000 points)``; updated as fits end."""
+
+
+def _forward(progress: Progress | None) -> Callable[[Flight, bool], None] | None:
+    """Reports an inner computation's progress (or its wait for another session's) as the
+    outer one's, so the outer bar moves and Stop still interrupts."""
+    if progress is None:
+        return None
+    return lambda flight, _waiting: progress(round(1000 * flight.fraction), 1000)
+
+
+def _layer_features_with(
+    run: LoadedRun, mtime: float, layer: str, n: int, seed: int, progress: Progress | None
+) -> feats.LayerFeatures:
+    name = run.info.name
+
+    def compute(inner: Progress) -> feats.LayerFeatures:
+        return pre.layer_features(run, layer, n, seed, progress=inner)
+
+    key = (name, mtime, layer, n, seed)
+    result = _FEATURES.compute(key, compute, label=f"Capturing {layer}", report=_forward(progress))
+    _FEATURE_INFO.put(key, result.info)
+    return result
 
 
 def layer_features(name: str, layer: str, n: int, seed: int = 0) -> feats.LayerFeatures:
     """``layer`` over :func:`projection_samples`, PCA-reduced to <= 50 dims when wider."""
-    return _layer_features(name, run_mtime(name), layer, n, seed)
+    mtime = run_mtime(name)
+    key = (name, mtime, layer, n, seed)
+    run = _loaded_run(name, mtime)
+
+    def compute(progress: Progress) -> feats.LayerFeatures:
+        return _layer_features_with(run, mtime, layer, n, seed, progress)
+
+    return computed(_FEATURES, key, compute, f"Capturing {layer} for {n:,} samples")
 
 
-@st.cache_resource(show_spinner=False)
-def _ready_projections() -> set[tuple]:
-    return set()
+def feature_info(name: str, layer: str, n: int, seed: int = 0) -> feats.FeatureInfo:
+    """The width of ``layer``, and of its PCA reduction, as in :func:`layer_features` (stored
+    for the shipped runs' default views, so it needs no forward pass there)."""
+    mtime = run_mtime(name)
+    key = (name, mtime, layer, n, seed)
+    held = _FEATURES.get(key)
+    if held is not None:
+        return held.info
+    run = _loaded_run(name, mtime)
+
+    def compute(progress: Progress) -> feats.FeatureInfo:
+        args = {"layer": layer, "n": n, "seed": seed}
+        return _stored(
+            run,
+            "feature-info",
+            args,
+            feats.FeatureInfo,
+            lambda: _layer_features_with(run, mtime, layer, n, seed, progress).info,
+        )
+
+    return computed(_FEATURE_INFO, key, compute, f"Capturing {layer} for {n:,} samples")
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _projection(
-    name: str, mtime: float, layer: str, n: int, method: str, dims: int, seed: int
-) -> proj.Projection:
-    features = _layer_features(name, mtime, layer, n, seed).features
-    result = (
-        proj.project(features, method, dims, seed=seed)
-        if method == "PCA"
-        else worker.run(proj.project, features, method, dims, seed=seed)
-    )
-    _ready_projections().add((name, mtime, layer, n, method, dims, seed))
+def _fit_in_worker(
+    key: tuple, fn: Callable[..., T], args: tuple, kwargs: dict, n: int, method: str,
+    progress: Progress | None, results: Results | None = None,
+) -> T:  # fmt: skip
+    """``fn(*args, **kwargs)`` in the fit worker, polled so that progress (an estimate from
+    the method and ``n``) is reported and a stop can interrupt the wait.
+
+    Interrupted, a fit still queued is withdrawn; one already running finishes in the worker
+    and its result is kept in ``results`` under ``key`` (a whole result, never a partial one).
+    """
+    with _FITS_LOCK:
+        future = _FITS.get(key)
+        if future is None or future.cancelled():
+            future = _FITS[key] = worker.submit(fn, *args, **kwargs)
+    fixed, per_thousand = _FIT_SECONDS.get(method, (2.0, 3.0))
+    expected = fixed + per_thousand * n / 1000
+    started = time.monotonic()
+    try:
+        while True:
+            try:
+                result = future.result(timeout=0.2)
+                break
+            except TimeoutError:
+                if progress is not None:
+                    elapsed = time.monotonic() - started
+                    progress(round(1000 * min(0.95, elapsed / expected)), 1000)
+    except BaseException:
+        if not future.cancel() and results is not None and not future.done():
+
+            def keep(done: Future) -> None:
+                with contextlib.suppress(Exception):
+                    results.put(key, done.result())
+
+            future.add_done_callback(keep)
+        with _FITS_LOCK:
+            _FITS.pop(key, None)
+        raise
+    with _FITS_LOCK:
+        _FITS.pop(key, None)
+    seconds = time.monotonic() - started
+    _FIT_SECONDS[method] = (fixed, max(0.2, 0.7 * per_thousand + 0.3 * seconds * 1000 / n))
     return result
+
+
+def _stored_projection(
+    run: LoadedRun, layer: str, n: int, method: str, dims: int, seed: int
+) -> tuple[dict[str, Any], proj.Projection | None]:
+    args = {"layer": layer, "n": n, "method": method, "dims": dims, "seed": seed}
+    return args, pre.load(run, "projection", args, proj.Projection)
 
 
 def projection(
     name: str, layer: str, n: int, method: str, dims: int, seed: int = 0
 ) -> proj.Projection:
-    """A projection of :func:`layer_features` (shared by every session)."""
-    return _projection(name, run_mtime(name), layer, n, method, dims, seed)
+    """A projection of :func:`layer_features` (shared by every session).
+
+    UMAP and t-SNE run in the fit worker (:mod:`core.worker`); the progress bar shows the
+    capture, then an estimate of the fit's time.
+    """
+    mtime = run_mtime(name)
+    key = (name, mtime, layer, n, method, dims, seed)
+    run = _loaded_run(name, mtime)
+
+    def compute(progress: Progress) -> proj.Projection:
+        args, found = _stored_projection(run, layer, n, method, dims, seed)
+        if found is not None:
+            return found
+        progress(0, 1000)
+        capture_share = 0.0 if _FEATURES.ready((name, mtime, layer, n, seed)) else 0.4
+        if method == "PCA":
+            capture_share = 0.9
+        features = _layer_features_with(
+            run, mtime, layer, n, seed, _part(progress, 0.0, capture_share)
+        ).features
+        if method == "PCA":
+            result = proj.project(features, method, dims, seed=seed)
+        else:
+            result = _fit_in_worker(
+                key, proj.project, (features, method, dims), {"seed": seed}, n, method,
+                _part(progress, capture_share, 1.0), _PROJECTIONS,
+            )  # fmt: skip
+        if not run.info.shipped:
+            pre.save(run, "projection", args, result)
+        return result
+
+    label = f"{method} of {layer} ({n:,} samples)"
+    return computed(_PROJECTIONS, key, compute, label)
 
 
 def projection_ready(name: str, layer: str, n: int, method: str, dims: int, seed: int = 0) -> bool:
-    """The projection is computed already (no wait)."""
-    return (name, run_mtime(name), layer, n, method, dims, seed) in _ready_projections()
+    """The projection is computed already, or stored (getting it will not wait).
 
-
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _depth_projection(
-    name: str, mtime: float, layers: tuple[str, ...], n: int, method: str, seed: int
-) -> proj.DepthProjection:
-    features = [_layer_features(name, mtime, layer, n, seed).features for layer in layers]
-    return worker.run(proj.project_depth, features, layers, method, seed=seed)
+    Asks the projections' table itself, so it is false again once a result is dropped.
+    """
+    mtime = run_mtime(name)
+    key = (name, mtime, layer, n, method, dims, seed)
+    if _PROJECTIONS.ready(key):
+        return True
+    found = _stored_projection(_loaded_run(name, mtime), layer, n, method, dims, seed)[1]
+    if found is not None:
+        _PROJECTIONS.put(key, found)
+        return True
+    return False
 
 
 def depth_projection(
     name: str, layers: tuple[str, ...], n: int, method: str, seed: int = 0
 ) -> proj.DepthProjection:
-    """The same samples projected at each of ``layers``, aligned layer to layer."""
-    return _depth_projection(name, run_mtime(name), layers, n, method, seed)
+    """The same samples projected at each of ``layers``, aligned layer to layer.
+
+    The layers are captured in as few forward passes as memory allows; UMAP fits run in the
+    fit worker one layer at a time, with progress between layers.
+    """
+    mtime = run_mtime(name)
+    key = (name, mtime, layers, n, method, seed)
+    run = _loaded_run(name, mtime)
+
+    def compute(progress: Progress) -> proj.DepthProjection:
+        args = {"layers": tuple(layers), "n": n, "method": method, "seed": seed}
+        found = pre.load(run, "depth", args, proj.DepthProjection)
+        if found is not None:
+            return found
+        progress(0, 1000)
+        fkeys = [(name, mtime, layer, n, seed) for layer in layers]
+        missing = [layer for layer, k in zip(layers, fkeys, strict=True) if not _FEATURES.ready(k)]
+        capture_share = 0.6 if method == "PCA" else 0.25
+        if missing:
+            captured = pre.layers_features(
+                run, missing, n, seed, progress=_part(progress, 0.0, capture_share)
+            )
+            for layer, result in zip(missing, captured, strict=True):
+                _FEATURES.put((name, mtime, layer, n, seed), result)
+                _FEATURE_INFO.put((name, mtime, layer, n, seed), result.info)
+        features = [
+            _layer_features_with(run, mtime, layer, n, seed, None).features for layer in layers
+        ]
+        maps: list[np.ndarray] = []
+        for i, x in enumerate(features):
+            previous = maps[-1] if maps else None
+            if method == "PCA":
+                maps.append(proj.depth_step(x, previous, method, seed=seed))
+            else:
+                step = _part(
+                    progress,
+                    capture_share + (1 - capture_share) * i / len(layers),
+                    capture_share + (1 - capture_share) * (i + 1) / len(layers),
+                )
+                maps.append(
+                    _fit_in_worker(
+                        (*key, i),
+                        proj.depth_step,
+                        (x, previous, method),
+                        {"seed": seed},
+                        n,
+                        method,
+                        step,
+                    )
+                )
+            done = capture_share + (1 - capture_share) * (i + 1) / len(layers)
+            progress(round(1000 * done), 1000)
+        result = proj.DepthProjection(tuple(layers), np.stack(maps), method)
+        if not run.info.shipped:
+            pre.save(run, "depth", args, result)
+        return result
+
+    label = f"{method} of {len(layers)} layers, each aligned to the last ({n:,} samples)"
+    return computed(_DEPTHS, key, compute, label)
+
+
+# --- the layer report card -----------------------------------------------------------------------
+
+_REPORTS: Results[card.LayerReport] = Results("layer report", 16)
+_GRAMS: Results[tuple[list[str], np.ndarray]] = Results("Gram matrices", 4)
+_CKAS: Results[card.CKA] = Results("CKA", 32)
 
 
 def report_layers(name: str) -> list[str]:
@@ -284,38 +567,95 @@ def report_layers(name: str) -> list[str]:
     return card.depth_layers(layers(name), tokens=cls_layers(name))
 
 
-def _held_out(name: str, mtime: float, n: int, seed: int) -> np.ndarray:
-    run = _loaded_run(name, mtime)
-    held = np.concatenate([run.splits.val, run.splits.test])
-    return np.sort(held[stratified_sample(run.dataset.labels[held], n, seed)])
+def _versus(name: str, versus: str) -> str | LoadedRun:
+    return versus if versus in ("trained", "random") else loaded_run(versus)
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _report(name: str, mtime: float, n: int, versus: str, seed: int) -> card.LayerReport:
-    run = _loaded_run(name, mtime)
-    idx = _held_out(name, mtime, n, seed)
-    data = run.dataset
-    targets = {card.LABEL: data.labels[idx], **{k: v[idx] for k, v in data.factors.items()}}
-    if versus == "trained":
-        model, names, images = run.model, report_layers(name), data.images[idx]
-    elif versus == "random":
-        info = run.info
-        model = card.random_init_model(info.arch, info.input_shape, len(data.info.class_names))
-        names, images = report_layers(name), data.images[idx]
-    else:
-        other = _loaded_run(versus, run_mtime(versus))
-        model, names = other.model, report_layers(versus)
-        images = adapt_images(data.images[idx], other.info.input_shape)
-    return card.layer_report(model, images, targets, names, seed=seed)
+def _versus_key(versus: str | None) -> tuple:
+    if versus in (None, "trained", "random", "self"):
+        return (versus,)
+    return (versus, run_mtime(versus))
 
 
 def report(name: str, n: int = 1000, versus: str = "trained", seed: int = 0) -> card.LayerReport:
     """The layer report card of run ``name`` on ``n`` held-out samples (val + test).
 
     ``versus`` picks the model: ``"trained"`` (the run), ``"random"`` (the same architecture
-    with random weights) or another run's name (fed this run's samples).
+    with random weights) or another run's name (fed this run's samples). The report is kept
+    without its Gram matrices; CKA comes from :func:`report_cka`.
     """
-    return _report(name, run_mtime(name), n, versus, seed)
+    mtime = run_mtime(name)
+    key = (name, mtime, n, *_versus_key(versus), seed)
+    run, model = _loaded_run(name, mtime), _versus(name, versus)
+
+    def compute(progress: Progress) -> card.LayerReport:
+        args = pre.report_args(run, n, model, seed)
+        found = pre.load(run, "report", args, card.LayerReport)
+        if found is not None:
+            return found
+        full = pre.report(run, n, model, seed, progress=progress)
+        _GRAMS.put(key, (list(full.layers), full.grams))
+        result = full.without_grams()
+        if not run.info.shipped:
+            pre.save(run, "report", args, result)
+        return result
+
+    targets = 1 + len(run.info.dataset.factors)
+    label = "random-init " if versus == "random" else "" if versus == "trained" else f"{versus} "
+    text = f"Probing every {label}layer for {targets} targets ({n:,} held-out samples)"
+    return computed(_REPORTS, key, compute, text)
+
+
+def _grams(
+    run: LoadedRun,
+    mtime: float,
+    n: int,
+    versus: str,
+    model: str | LoadedRun,
+    seed: int,
+    progress: Progress,
+) -> tuple[list[str], np.ndarray]:
+    key = (run.info.name, mtime, n, *_versus_key(versus), seed)
+
+    def compute(inner: Progress) -> tuple[list[str], np.ndarray]:
+        return pre.report_grams(run, n, model, seed, progress=inner)
+
+    return _GRAMS.compute(key, compute, label="Gram matrices", report=_forward(progress))
+
+
+def report_cka(name: str, n: int = 1000, versus: str | None = None, seed: int = 0) -> card.CKA:
+    """Linear CKA between the report card's layers of run ``name`` and those of ``versus``.
+
+    ``versus``: ``None`` (the run against itself), ``"random"`` (random init) or another run's
+    name (fed this run's samples). Same samples as :func:`report` (its first 500).
+    """
+    mtime = run_mtime(name)
+    key = (name, mtime, n, *_versus_key(versus), seed)
+    run = _loaded_run(name, mtime)
+    other = None if versus is None else _versus(name, versus)
+
+    def compute(progress: Progress) -> card.CKA:
+        args = pre.cka_args(run, n, other, seed)
+        found = pre.load(run, "cka", args, card.CKA)
+        if found is not None:
+            return found
+        progress(0, 1000)
+        half = 0.5 if versus is not None else 1.0
+        layers_a, grams_a = _grams(
+            run, mtime, n, "trained", "trained", seed, _part(progress, 0, half)
+        )
+        if versus is None:
+            result = card.cka_between(layers_a, grams_a)
+        else:
+            assert other is not None
+            layers_b, grams_b = _grams(run, mtime, n, versus, other, seed, _part(progress, half, 1))
+            result = card.cka_between(layers_a, grams_a, layers_b, grams_b)
+        if not run.info.shipped:
+            pre.save(run, "cka", args, result)
+        return result
+
+    label = "itself" if versus is None else "random init" if versus == "random" else versus
+    return computed(_CKAS, key, compute, f"Comparing the layers of {name} with {label}")
 
 
 # --- attention ---------------------------------------------------------------------------------
@@ -350,28 +690,37 @@ def attention_runs() -> list[str]:
 
 @st.cache_resource(max_entries=32, show_spinner="Reading attention…")
 def _sample_attention(
-    name: str, mtime: float, sample: int
+    name: str, mtime: float, inputs: Inputs
 ) -> tuple[attn.AttentionMaps, np.ndarray]:
     run = _loaded_run(name, mtime)
-    index = run.splits.val[sample : sample + 1]
-    maps = attn.capture_attention(run.model, run.dataset.images[index])
+    maps = attn.capture_attention(run.model, _image(name, mtime, inputs)[None])
     return maps, attn.attention_rollout(maps.probs[0])
 
 
-def sample_attention(name: str, sample: int) -> tuple[attn.AttentionMaps, np.ndarray]:
-    """Validation sample ``sample``'s attention maps (N = 1) and rollout ``[layers, T, T]``."""
-    return _sample_attention(name, run_mtime(name), sample)
+def sample_attention(name: str, inputs: Inputs) -> tuple[attn.AttentionMaps, np.ndarray]:
+    """The attention maps (N = 1) of the image ``inputs`` names, and rollout ``[layers, T, T]``."""
+    return _sample_attention(name, run_mtime(name), inputs)
 
 
-@st.cache_resource(max_entries=8, show_spinner="Measuring every head over the validation split…")
-def _head_statistics(name: str, mtime: float, split: str) -> attn.HeadStatistics:
-    run = _loaded_run(name, mtime)
-    return attn.head_statistics(run.model, run.dataset.images[getattr(run.splits, split)])
+_HEAD_STATS: Results[attn.HeadStatistics] = Results("head statistics", 8)
 
 
 def head_statistics(name: str, split: str = "val") -> attn.HeadStatistics:
     """Mean attention distance, entropy and extra-token share of every head over a split."""
-    return _head_statistics(name, run_mtime(name), split)
+    mtime = run_mtime(name)
+    run = _loaded_run(name, mtime)
+
+    def compute(progress: Progress) -> attn.HeadStatistics:
+        return _stored(
+            run,
+            "head-stats",
+            {"split": split},
+            attn.HeadStatistics,
+            lambda: pre.head_statistics(run, split, progress=progress),
+        )
+
+    label = f"Measuring every head over the {split} split"
+    return computed(_HEAD_STATS, (name, mtime, split), compute, label)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the CLS token of every block…")
@@ -391,6 +740,8 @@ def cls_tokens(name: str, split: str = "val", n: int | None = None) -> Capture:
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _cam_layers(name: str, mtime: float) -> tuple[list[str], str | None]:
+    from core import attribution as attr
+
     run = _loaded_run(name, mtime)
     shape = run.info.input_shape
     return attr.cam_layers(run.model, shape), attr.default_cam_layer(run.model, shape)
@@ -403,76 +754,96 @@ def cam_layers(name: str) -> tuple[list[str], str | None]:
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _attribution(
-    name: str, mtime: float, sample: int, method: str, options: attr.AttributionOptions
+    name: str, mtime: float, inputs: Inputs, method: str, options: attr.AttributionOptions
 ) -> attr.Attribution:
+    from core import attribution as attr
+
     run = _loaded_run(name, mtime)
-    return attr.attribute(run.model, run.dataset.images[run.splits.val[sample]], method, options)
+    return attr.attribute(run.model, _image(name, mtime, inputs), method, options)
 
 
 def attribution(
-    name: str, sample: int, method: str, options: attr.AttributionOptions
+    name: str, inputs: Inputs, method: str, options: attr.AttributionOptions
 ) -> attr.Attribution:
-    """One method's attribution of validation sample ``sample``."""
-    return _attribution(name, run_mtime(name), sample, method, options)
+    """One method's attribution of the image ``inputs`` names."""
+    return _attribution(name, run_mtime(name), inputs, method, options)
 
 
 @st.cache_data(max_entries=64, show_spinner="Attributing the prediction to the layer's units…")
 def _unit_attribution(
-    name: str, mtime: float, sample: int, layer: str, method: str, options: attr.AttributionOptions
+    name: str,
+    mtime: float,
+    inputs: Inputs,
+    layer: str,
+    method: str,
+    options: attr.AttributionOptions,
 ) -> layer_attr.UnitAttribution:
     run = _loaded_run(name, mtime)
-    image = run.dataset.images[run.splits.val[sample]]
+    image = _image(name, mtime, inputs)
+    from core import layer_attribution as layer_attr
+
     return layer_attr.unit_attribution(run.model, image, layer, method, options)
 
 
 def unit_attribution(
-    name: str, sample: int, layer: str, method: str, options: attr.AttributionOptions
+    name: str, inputs: Inputs, layer: str, method: str, options: attr.AttributionOptions
 ) -> layer_attr.UnitAttribution:
-    """Layer Conductance / Layer IG of ``layer``'s units for validation sample ``sample``."""
-    return _unit_attribution(name, run_mtime(name), sample, layer, method, options)
+    """Layer Conductance / Layer IG of ``layer``'s units for the image ``inputs`` names."""
+    return _unit_attribution(name, run_mtime(name), inputs, layer, method, options)
 
 
 @st.cache_data(max_entries=16, show_spinner="Randomising the model from the top, layer by layer…")
 def _sanity_check(
     name: str,
     mtime: float,
-    sample: int,
+    inputs: Inputs,
     methods: tuple[str, ...],
     options: attr.AttributionOptions,
     steps: int,
 ) -> sanity.SanityCheck:
     run = _loaded_run(name, mtime)
-    image = run.dataset.images[run.splits.val[sample]]
+    image = _image(name, mtime, inputs)
+    from core import sanity
+
     return sanity.cascading_randomization(run.model, image, methods, options, max_steps=steps)
 
 
 def sanity_check(
-    name: str, sample: int, methods: tuple[str, ...], options: attr.AttributionOptions, steps: int
+    name: str,
+    inputs: Inputs,
+    methods: tuple[str, ...],
+    options: attr.AttributionOptions,
+    steps: int,
 ) -> sanity.SanityCheck:
-    """The cascading-randomisation sanity check of ``methods`` on a validation sample."""
-    return _sanity_check(name, run_mtime(name), sample, methods, options, steps)
+    """The cascading-randomisation sanity check of ``methods`` on the image ``inputs`` names."""
+    return _sanity_check(name, run_mtime(name), inputs, methods, options, steps)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _faithfulness(
     name: str,
     mtime: float,
-    samples: tuple[int, ...],
+    inputs: Inputs,
     method: str,
     options: attr.AttributionOptions,
     steps: int,
 ) -> faith.FaithfulnessCurves:
     run = _loaded_run(name, mtime)
-    images = run.dataset.images[run.splits.val[list(samples)]]
+    if inputs.upload:
+        images = _image(name, mtime, inputs)[None]
+    else:
+        images = run.dataset.images[run.splits.val[list(inputs.indices)]]
+    from core import faithfulness as faith
+
     return faith.faithfulness(run.model, images, method, options, steps=steps)
 
 
 def faithfulness(
     name: str,
-    samples: tuple[int, ...],
+    inputs: Inputs,
     method: str,
     options: attr.AttributionOptions,
     steps: int,
 ) -> faith.FaithfulnessCurves:
-    """Deletion/insertion curves of ``method`` on validation samples ``samples``."""
-    return _faithfulness(name, run_mtime(name), samples, method, options, steps)
+    """Deletion/insertion curves of ``method`` on the images ``inputs`` names."""
+    return _faithfulness(name, run_mtime(name), inputs, method, options, steps)

@@ -16,6 +16,10 @@ PLOTLY_CONFIG = {
 }
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "Viridis"
+SCHEME_SCALES = {"signed": DIVERGING, "nonnegative": SEQUENTIAL}
+"""Plotly colour scale per colour scheme of :func:`core.featuremaps.colour_scheme`."""
+COLOUR_BAR = dict(thickness=12, outlinewidth=0, tickfont=dict(size=10))
+"""The look of every colour bar (pass ``dict(COLOUR_BAR, title=...)``)."""
 
 
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -24,6 +28,23 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.shape[0] == 1:
         image = np.repeat(image, 3, axis=0)
     return (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def nearest_upscale(image: np.ndarray, size: int) -> np.ndarray:
+    """A small image ``[C, H, W]`` in ``[0, 1]`` enlarged to ``[size, size·W/H, 3]`` uint8 by
+    nearest neighbour, so ``st.image`` shows crisp pixels instead of a browser-smoothed blur.
+
+    Pass ``size`` at least the display width (twice it for sharp pixels on high-DPI screens);
+    an image already that large is returned at its own size.
+    """
+    rgb = to_rgb_uint8(image)
+    h, w = rgb.shape[:2]
+    if max(h, w) >= size:
+        return rgb
+    out_h, out_w = (size, max(1, round(size * w / h))) if h >= w else (round(size * h / w), size)
+    rows = np.arange(out_h) * h // out_h
+    cols = np.arange(out_w) * w // out_w
+    return rgb[rows][:, cols]
 
 
 def grey_rgb(image: np.ndarray) -> np.ndarray:
@@ -56,8 +77,12 @@ def overlay_figure(
     zmax: float | None = None,
     opacity: float = 0.6,
     height: int = 260,
+    colorbar: dict | None = None,
 ) -> go.Figure:
-    """A heatmap ``[H, W]`` over an image ``[C, H, W]`` of the same size (grey underneath)."""
+    """A heatmap ``[H, W]`` over an image ``[C, H, W]`` of the same size (grey underneath).
+
+    ``colorbar``: the heatmap's colour bar settings (shown), or ``None`` for no colour bar.
+    """
     fig = go.Figure(go.Image(z=grey_rgb(image)))
     limit = zmax if zmax is not None else float(np.nanmax(np.abs(heat))) or 1.0
     fig.add_trace(
@@ -68,7 +93,8 @@ def overlay_figure(
             zmin=-limit if zmid is not None else None,
             zmax=limit,
             opacity=opacity,
-            showscale=False,
+            showscale=colorbar is not None,
+            colorbar=colorbar,
             hovertemplate="x %{x}, y %{y}: %{z:.3g}<extra></extra>",
         )
     )

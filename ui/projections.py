@@ -14,8 +14,24 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from core.data import named_colours
+from ui.figures import COLOUR_BAR
+
 PALETTE = qualitative.Plotly + qualitative.Set2 + qualitative.Pastel1
 TRAINED, RANDOM, CHANCE = "#1f6feb", "#9aa4b2", "#c2c8d0"
+CELL_PX = 26
+"""Height of one row of a report-card heatmap, in pixels."""
+
+
+def category_colours(categories: Sequence[str], colours: Sequence[str] | None = None) -> list[str]:
+    """One colour per category: ``colours`` if given, else the categories' own colours when
+    they are named colours (``red`` drawn red, see :func:`core.data.named_colours`), else the
+    qualitative :data:`PALETTE`.
+    """
+    own = list(colours or named_colours(categories))
+    if len(own) == len(categories):
+        return own
+    return [PALETTE[code % len(PALETTE)] for code in range(len(categories))]
 
 
 def _marker_size(n: int) -> float:
@@ -31,6 +47,7 @@ def point_map(
     title: str = "",
     colour_name: str = "",
     height: int = 560,
+    colours: Sequence[str] | None = None,
 ) -> go.Figure:
     """A 2-D or 3-D scatter of ``coords [N, 2|3]`` coloured by ``colour [N]``.
 
@@ -43,6 +60,8 @@ def point_map(
         title: figure title.
         colour_name: legend / colour bar title.
         height: pixels.
+        colours: a CSS colour per category (e.g. ``Factor.colours``); default: see
+            :func:`category_colours`.
     """
     n, dims = coords.shape
     positions = np.arange(n)
@@ -82,10 +101,11 @@ def point_map(
             )
         )
     else:
+        palette = category_colours(categories, colours)
         for code, name in enumerate(categories):
             mask = colour == code
             if mask.any():
-                marker = dict(color=PALETTE[code % len(PALETTE)], size=size, opacity=dim)
+                marker = dict(color=palette[code], size=size, opacity=dim)
                 traces.append(trace(mask, str(name), marker))
     if selected.any():
         ring = dict(size=size + 4, color="rgba(0,0,0,0)", line=dict(color="#111", width=1.5))
@@ -114,8 +134,13 @@ def depth_strip(
     colour: np.ndarray,
     categories: Sequence[str],
     columns: int = 4,
+    colours: Sequence[str] | None = None,
 ) -> go.Figure:
-    """Small multiples: ``coords [L, N, 2]``, one panel per layer, coloured by category."""
+    """Small multiples: ``coords [L, N, 2]``, one panel per layer, coloured by category.
+
+    ``colours``: a CSS colour per category; default: see :func:`category_colours`.
+    """
+    palette = category_colours(categories, colours)
     rows = -(-len(layers) // columns)
     fig = make_subplots(
         rows, columns, subplot_titles=list(layers), horizontal_spacing=0.02, vertical_spacing=0.06
@@ -132,7 +157,7 @@ def depth_strip(
                     name=str(name),
                     legendgroup=str(name),
                     showlegend=i == 0,
-                    marker=dict(color=PALETTE[code % len(PALETTE)], size=size, opacity=0.8),
+                    marker=dict(color=palette[code], size=size, opacity=0.8),
                     hoverinfo="skip",
                 ),
                 row=i // columns + 1,
@@ -211,36 +236,61 @@ def probe_vs_depth(
     return fig
 
 
+def _unit_bar(title: str, ticks: Sequence[str], plot_px: int) -> dict:
+    """A colour bar over ``[0, 1]`` with three ticks, as long as the plot but ≤ 220 px."""
+    return dict(
+        COLOUR_BAR,
+        title=dict(text=title, side="right"),
+        tickvals=[0, 0.5, 1],
+        ticktext=list(ticks),
+        lenmode="pixels",
+        len=max(60, min(plot_px, 220)),
+    )
+
+
 def factor_heatmap(
     layers: Sequence[str], targets: Sequence[str], accuracy: np.ndarray, chance: np.ndarray
 ) -> go.Figure:
-    """Probe accuracy above chance, ``accuracy [L, T]``: which layer holds which factor."""
+    """Probe accuracy above chance, ``accuracy [L, T]``: which layer holds which factor.
+
+    Layers run down (input at the top, labels horizontal), targets across the top; the height
+    grows with the number of layers, so one target (a dataset without factors) is a column.
+    """
     lift = (accuracy - chance) / np.clip(1 - chance, 1e-6, None)
+    plot_px = CELL_PX * max(len(layers), 3)
     fig = go.Figure(
         go.Heatmap(
-            z=lift.T,
-            x=list(layers),
-            y=list(targets),
-            text=np.vectorize(lambda v: f"{v:.0%}")(accuracy.T),
+            z=lift,
+            x=list(targets),
+            y=list(layers),
+            text=np.vectorize(lambda v: f"{v:.0%}")(accuracy),
             texttemplate="%{text}",
+            textfont=dict(size=11),
             colorscale="Blues",
             zmin=0,
             zmax=1,
-            colorbar=dict(title="above<br>chance", tickformat=".0%", thickness=12),
-            hovertemplate="%{y} at %{x}: %{text}<extra></extra>",
+            xgap=1,
+            ygap=1,
+            colorbar=_unit_bar("above chance", ["chance", "50%", "perfect"], plot_px),
+            hovertemplate="%{x} at %{y}: %{text}<extra></extra>",
         )
     )
-    fig.update_layout(
-        height=60 + 38 * len(targets), margin=dict(l=8, r=8, t=8, b=8), xaxis=dict(tickangle=-35)
-    )
-    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=plot_px + 70, margin=dict(l=8, r=8, t=8, b=8), plot_bgcolor="white")
+    fig.update_xaxes(side="top", automargin=True, tickfont=dict(size=11))
+    fig.update_yaxes(autorange="reversed", automargin=True, tickfont=dict(size=11))
     return fig
 
 
 def cka_heatmap(
     matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], x_title: str, y_title: str
 ) -> go.Figure:
-    """Linear CKA between layers: ``matrix [len(rows), len(columns)]`` in ``[0, 1]``."""
+    """Linear CKA between layers: ``matrix [len(rows), len(columns)]`` in ``[0, 1]``.
+
+    Square cells; the height follows the number of rows, x labels rotated (and the margin
+    grown to fit them).
+    """
+    cell = float(np.clip(260 / max(len(columns), 1), 14, 40))
+    plot_px = int(cell * max(len(rows), 3))
     fig = go.Figure(
         go.Heatmap(
             z=matrix,
@@ -249,15 +299,28 @@ def cka_heatmap(
             colorscale="Viridis",
             zmin=0,
             zmax=1,
-            colorbar=dict(title="CKA", thickness=12),
+            colorbar=_unit_bar("CKA", ["0", "0.5", "1"], plot_px),
             hovertemplate="%{y} vs %{x}: %{z:.2f}<extra></extra>",
         )
     )
+    longest = max((len(str(c)) for c in columns), default=4)
     fig.update_layout(
-        height=480,
-        margin=dict(l=8, r=8, t=8, b=8),
-        xaxis=dict(title=x_title, tickangle=-35),
-        yaxis=dict(title=y_title, autorange="reversed", scaleanchor="x"),
+        height=plot_px + 60 + int(6.5 * longest * 0.7), margin=dict(l=8, r=8, t=8, b=8)
+    )
+    fig.update_xaxes(
+        title_text=x_title,
+        tickangle=-45,
+        automargin=True,
+        tickfont=dict(size=11),
+        constrain="domain",
+    )
+    fig.update_yaxes(
+        title_text=y_title,
+        autorange="reversed",
+        scaleanchor="x",
+        constrain="domain",
+        automargin=True,
+        tickfont=dict(size=11),
     )
     return fig
 

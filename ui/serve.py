@@ -1,12 +1,9 @@
 """Serves the app: ``python -m ui.serve [streamlit options]`` is ``streamlit run app.py`` with
-``st.navigation`` routing from the very first request, and the warm-up already under way.
+the warm-up already under way when the first visitor arrives.
 
-Streamlit treats an app with a ``pages/`` folder as an old-style multipage app until some
-session has run ``st.navigation``; a fresh server's first visitor who opens ``/feature_maps``
-directly would get that page without ``app.py`` (no wide layout, wrong menu). Setting the flag
-before the server starts removes that window. The warm-up (imports, the default run, umap's
-compilation; see :func:`ui.cache.start_warm_up`) starts with the server instead of with the
-first visitor.
+Both commands serve the same app, deep links included (see :mod:`ui.navigation`). The warm-up
+(imports, the default run, umap's compilation; see :func:`ui.cache.start_warm_up`) starts with
+the server instead of with the first visitor. :func:`launch` starts it for tests and benches.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.web import cli
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -40,7 +36,6 @@ def _warm_up() -> None:
 
 def main() -> None:
     """Runs ``streamlit run app.py`` with the remaining command-line options."""
-    PagesManager.uses_pages_directory = False
     threading.Thread(target=_warm_up, name="start-warm-up", daemon=True).start()
     sys.argv = ["streamlit", "run", str(APP), *sys.argv[1:]]
     cli.main()
@@ -54,17 +49,23 @@ def free_port() -> int:
 
 
 def launch(
-    port: int, env: dict[str, str] | None = None, log: IO[bytes] | None = None, timeout: float = 90
+    port: int,
+    env: dict[str, str] | None = None,
+    log: IO[bytes] | None = None,
+    timeout: float = 90,
+    plain: bool = False,
 ) -> subprocess.Popen:
     """Starts the app in a child process on ``127.0.0.1:port`` and waits until it is healthy.
 
     For tests and benchmarks. ``env`` adds to this process's environment; output goes to
-    ``log`` (default: discarded).
+    ``log`` (default: discarded). ``plain``: the conventional ``streamlit run app.py`` instead
+    of this module.
 
     Raises:
         RuntimeError: the server exited or did not answer ``/_stcore/health`` within ``timeout``.
     """
-    command = [sys.executable, "-m", "ui.serve", "--server.port", str(port),
+    entry = ["streamlit", "run", str(APP)] if plain else ["ui.serve"]
+    command = [sys.executable, "-m", *entry, "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true"]  # fmt: skip
     server = subprocess.Popen(
         command,

@@ -1,90 +1,264 @@
-"""The sidebar every page shares: which run, which sample, kept in the URL.
+"""The sidebar every page shares: which run, which sample, and the links between pages.
 
-The choice lives in ``st.session_state`` and in the query string (``?run=<name>&sample=<i>``),
-so a link reopens the same view. An unknown run or sample in the URL falls back to the default
-with a notice. ``sample`` indexes the run's validation split.
+Why it exists: the selected run and sample must hold across every page and every hop, and a
+link must reopen the same view. Each page script draws the sidebar itself (Streamlit's AppTest
+runs only the page script), so the sidebar's widgets are new widgets on every page, and
+Streamlit forgets a widget's value when a page without it runs. The choice is therefore kept
+under keys of our own (``_run``, ``_sample``), seeded into the widgets on each page, and written
+to the query string (``?run=<name>&sample=<i>``), which the sidebar's page links carry along.
+
+Precedence: the URL on a session's first page (a shared link), or when it names another run
+than the one this session last wrote (a link from inside the app, e.g. "open in attention");
+otherwise the session's own choice. Unknown values fall back to the default with a toast.
+``sample`` indexes the run's validation split.
+
+Page widgets keep their own state with Streamlit's ``bind="query-params"`` (the value lives in
+the URL under the widget's key) and ``persist_state="session"`` (kept while another page runs):
+see :data:`VIEW`. When the run changes, the widgets whose options come from the model
+(:func:`scoped`) are reset to their defaults.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 import streamlit as st
 
+from core import uploads
+from core.analysis import Inputs
 from core.runs import DEFAULT_RUN, RunError
-from ui import cache
+from ui import cache, navigation
+from ui.figures import nearest_upscale
+
+VIEW: dict[str, Any] = {"bind": "query-params", "persist_state": "session"}
+"""Keyword arguments that put a page widget's value in the URL and keep it across pages."""
 
 
 @dataclass(frozen=True)
 class Selection:
-    """What the sidebar selected: a run's name and a validation-sample index."""
+    """What the sidebar selected: a run, a validation sample, and maybe an uploaded image.
+
+    Attributes:
+        run: the run's name.
+        sample: index into the run's validation split.
+        image: an uploaded image's id (``core.uploads.store_image``) used instead of the sample.
+    """
 
     run: str
     sample: int
+    image: str | None = None
+
+    @property
+    def inputs(self) -> Inputs:
+        """The one image every page looks at, as analysis inputs."""
+        return Inputs(upload=self.image) if self.image else Inputs.sample(self.sample)
+
+    @property
+    def stem(self) -> str:
+        """What a downloaded file's name says about the input: ``sample12`` or ``image-3fa2…``."""
+        return f"image-{self.image[:8]}" if self.image else f"sample{self.sample}"
+
+    @property
+    def described(self) -> str:
+        """The input in words: ``validation sample 12`` or ``your uploaded image``."""
+        return "your uploaded image" if self.image else f"validation sample {self.sample}"
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The selection as query parameters, for links."""
+        image = {"image": self.image} if self.image else {}
+        return {"run": self.run, "sample": str(self.sample), **image}
 
 
-def _initial_run(names: list[str]) -> str:
+def _adopt_url_run(names: list[str]) -> None:
+    """Takes the URL's run when it is new to this session (a shared link or an in-app link)."""
     wanted = st.query_params.get("run")
-    default = DEFAULT_RUN if DEFAULT_RUN in names else names[0]
-    if wanted is not None and wanted not in names:
-        st.toast(f"No run named “{wanted}”: showing {default}.", icon="⚠️")
-        return default
-    return wanted or default
+    if wanted is None or wanted == st.session_state.get("_run_written"):
+        return
+    if wanted in names:
+        if wanted != st.session_state.get("_run"):
+            _set_run(wanted, sample=None)
+        return
+    fallback = st.session_state.get("_run")
+    if fallback not in names:
+        fallback = DEFAULT_RUN if DEFAULT_RUN in names else names[0]
+    st.toast(f"No run named “{wanted}”: showing {fallback}.", icon="⚠️")
+    _set_run(fallback, sample=None)
+    st.session_state["_run_written"] = wanted  # toast once per bad link
+
+
+def _set_run(name: str, sample: int | None) -> None:
+    """Makes ``name`` the session's run; forgets every view setting that depended on the old one.
+
+    Those settings live in the session (reset by :func:`scoped` when next drawn) and in the
+    URL, where only a page switch drops them: :func:`sidebar` reopens the current page with
+    just the run and sample.
+    """
+    if st.session_state.get("_run") not in (None, name):
+        st.session_state["_run_epoch"] = st.session_state.get("_run_epoch", 0) + 1
+        st.session_state["_run_changed"] = True
+    st.session_state["_run"] = name
+    if sample is not None:
+        st.session_state["_sample"] = sample
+    else:
+        st.session_state.pop("_sample", None)
+
+
+def scoped(key: str, default: Any) -> dict[str, Any]:
+    """Keyword arguments for a view widget whose options come from the run (a layer, a channel,
+    a class): like :data:`VIEW`, and the widget goes back to ``default`` when the run changes.
+
+    Setting the value (rather than forgetting it) is what makes the browser show the default.
+    """
+    epochs = st.session_state.setdefault("_scoped_epoch", {})
+    epoch = st.session_state.get("_run_epoch", 0)
+    if epochs.get(key, epoch) != epoch and key in st.session_state:
+        st.session_state[key] = default  # drawn before under another run
+    epochs[key] = epoch
+    return {"key": key, **VIEW}
+
+
+def _on_run_picked() -> None:
+    _set_run(st.session_state["run"], sample=0)
+
+
+def _on_sample_picked() -> None:
+    st.session_state["_sample"] = int(st.session_state["sample"])
+
+
+def _initial_sample(n_val: int) -> int:
+    """The URL's sample on a session's first page (or after a run change by link), else 0."""
+    raw = st.query_params.get("sample")
+    if raw is None:
+        return 0
+    try:
+        wanted = int(raw)
+    except ValueError:
+        wanted = -1
+    if 0 <= wanted < n_val:
+        return wanted
+    st.toast(f"Sample {raw} does not exist: showing 0.", icon="⚠️")
+    return 0
+
+
+def _run_label(info: Any) -> str:
+    accuracy = f" · {info.test_accuracy:.1%}" if info.test_accuracy is not None else ""
+    return f"{info.name} · {info.arch} on {info.dataset.name}{accuracy}"
+
+
+def page_links(selection: Selection) -> None:
+    """The sidebar's links to every page; each carries the selection along."""
+    for path, title, icon in navigation.PAGES:
+        st.sidebar.page_link(path, label=title, icon=icon, query_params=selection.query)
+
+
+def _clear_image() -> None:
+    st.session_state["_image"] = None
+
+
+def _own_image(where: Any) -> str | None:
+    """The uploader for an image of one's own; returns the id of the image in use, if any.
+
+    The image is kept on the server under its hash (``?image=<id>``), so it stays in use on
+    every page and in a copied link; a link naming an unknown image falls back with a toast.
+    """
+    wanted = st.query_params.get("image")
+    if wanted and wanted != st.session_state.get("_image_written"):
+        st.session_state["_image_written"] = wanted
+        try:
+            uploads.load_image(wanted)
+            st.session_state["_image"] = wanted
+        except uploads.UploadError as err:
+            st.toast(f"{err} Showing the validation sample.", icon="⚠️")
+    image = st.session_state.get("_image")
+    with where.expander("Use your own image", expanded=image is not None):
+        file = st.file_uploader(
+            "Image file", type=["png", "jpg", "jpeg", "bmp", "webp"], key="own_image_file"
+        )
+        if file is not None and file.file_id != st.session_state.get("_image_file"):
+            st.session_state["_image_file"] = file.file_id
+            try:
+                image = st.session_state["_image"] = uploads.store_image(file.name, file.getvalue())
+            except uploads.UploadError as err:
+                st.error(str(err))
+        if image is not None:
+            st.button("Back to the validation sample", on_click=_clear_image, key="own_image_off")
+    return image
 
 
 def sidebar() -> Selection | None:
-    """Draws the run and sample pickers and returns the selection (``None``: no runs at all)."""
+    """Draws the page links, the run and sample pickers; returns the selection.
+
+    Returns:
+        The selection, or ``None`` when there is no run at all.
+    """
     infos, broken = cache.run_scan()
     names = [r.name for r in infos]
+    if not names:
+        page_links(Selection(DEFAULT_RUN, 0))
+        st.sidebar.warning("No runs yet: train one on the Home page.")
+        return None
+    _adopt_url_run(names)
+    if st.session_state.get("_run") not in names:
+        _set_run(DEFAULT_RUN if DEFAULT_RUN in names else names[0], sample=None)
+    st.session_state["run"] = st.session_state["_run"]  # the widget follows our key
+    labels = {r.name: _run_label(r) for r in infos}
+    run_slot, sample_slot, image_slot, upload_slot = (st.sidebar.container() for _ in range(4))
     if broken:
         with st.sidebar.expander(f"{len(broken)} run folder(s) could not be read"):
             for err in broken:
                 st.caption(str(err))
-    if not names:
-        st.sidebar.warning("No runs yet: train one on the Home page.")
-        return None
-    pending = st.session_state.pop("select_run_next", None)
-    if pending in names:
-        st.session_state["run"] = pending
-        st.session_state["sample"] = 0
-    if st.session_state.get("run") not in names:
-        st.session_state["run"] = _initial_run(names)
-    labels = {
-        r.name: f"{r.name} · {r.arch} on {r.dataset.name}"
-        + (f" · {r.test_accuracy:.1%}" if r.test_accuracy is not None else "")
-        for r in infos
-    }
-    run = st.sidebar.selectbox("Run", names, key="run", format_func=labels.get)
+    run = run_slot.selectbox(
+        "Run", names, key="run", format_func=labels.get, on_change=_on_run_picked
+    )
+    if st.session_state.pop("_run_changed", False):
+        keep = {"image": st.session_state["_image"]} if st.session_state.get("_image") else {}
+        st.switch_page(navigation.current_page(), query_params={"run": run, "sample": "0", **keep})
     try:
         n_val = len(cache.loaded_run(run).splits.val)
     except RunError as err:
         st.error(f"{err} Pick another run in the sidebar.")
         st.stop()
-    if "sample" not in st.session_state:
-        try:
-            wanted = int(st.query_params.get("sample", 0))
-        except ValueError:
-            wanted = -1
-        if not 0 <= wanted < n_val:
-            st.toast(f"Sample {st.query_params.get('sample')} does not exist: showing 0.", icon="⚠️")
-            wanted = 0
-        st.session_state["sample"] = wanted
-    st.session_state["sample"] = min(st.session_state["sample"], n_val - 1)
-    sample = st.sidebar.number_input(
-        "Sample (validation split)", 0, n_val - 1, key="sample", help="Index into held-out data."
+    if "_sample" not in st.session_state:
+        st.session_state["_sample"] = _initial_sample(n_val)
+    st.session_state["_sample"] = min(int(st.session_state["_sample"]), n_val - 1)
+    st.session_state["sample"] = st.session_state["_sample"]
+    sample = int(
+        sample_slot.number_input(
+            "Sample (validation split)",
+            0,
+            n_val - 1,
+            key="sample",
+            on_change=_on_sample_picked,
+            help="Index into the run's held-out validation images.",
+        )
     )
-    st.sidebar.image(
-        cache.sample_image(run, sample).transpose(1, 2, 0), width=96, clamp=True, caption=None
-    )
-    st.query_params.update({"run": run, "sample": str(sample)})
-    return Selection(run, int(sample))
+    image = _own_image(upload_slot)
+    selection = Selection(run, sample, image)
+    pixels = cache.input_image(run, selection.inputs)
+    image_slot.image(nearest_upscale(pixels, 192), width=96)
+    if image is not None:
+        guess = cache.input_prediction(run, selection.inputs)
+        image_slot.caption(f"**Your image** is in use on every page · predicted {guess}")
+    st.query_params.update(selection.query)
+    if image is None and "image" in st.query_params:
+        del st.query_params["image"]
+    st.session_state["_run_written"] = run
+    page_links(selection)
+    return selection
 
 
 def require_selection() -> Selection:
     """Draws the sidebar and returns its selection; stops the page when there is no run.
 
-    Every page calls this first, so the sidebar is drawn by whichever script runs.
+    Every page calls this first, so the sidebar is drawn by whichever script runs. A page that
+    was started without ``app.py`` (see :mod:`ui.navigation`) is run through it instead.
     """
+    if not navigation.inside_app():
+        navigation.main()
+        st.stop()
     selection = sidebar()
     if selection is None:
         st.info("There is no run to show yet. Train one on the Home page.")
@@ -92,7 +266,56 @@ def require_selection() -> Selection:
     return selection
 
 
-def select_run(name: str) -> None:
-    """Selects run ``name`` in the sidebar and reruns the app."""
-    st.session_state["select_run_next"] = name
+def choose_run(name: str, sample: int = 0) -> None:
+    """Selects run ``name`` (and a sample) for this session (for buttons' ``on_click``)."""
+    _set_run(name, sample)
+
+
+def select_run(name: str, sample: int = 0) -> None:
+    """Selects run ``name`` (and a sample) for this session and reruns the app."""
+    choose_run(name, sample)
     st.rerun()
+
+
+def open_sample(sample: int) -> None:
+    """Selects validation sample ``sample`` (for buttons' ``on_click``: no rerun needed)."""
+    st.session_state["_sample"] = int(sample)
+
+
+def check_url(key: str, options: Collection[Any], message: str, legacy: str | None = None) -> None:
+    """Checks the URL's value for widget ``key`` before the widget is drawn.
+
+    A value not among ``options`` gets a toast, ``message.format(value)``, and the widget falls
+    back to its default. ``legacy`` names the parameter of an older link form (``?channel=5``
+    for ``fm_channel``): a valid value is taken into the widget, and the old name is dropped.
+    """
+    raw = st.query_params.get(legacy) if legacy else None
+    if raw is not None:
+        del st.query_params[legacy]
+    else:
+        raw = st.query_params.get(key)
+    if raw is None or key in st.session_state:
+        return
+    match = next((o for o in options if str(o) == raw), None)
+    if match is None:
+        st.toast(message.format(raw), icon="⚠️")
+    elif legacy:
+        st.session_state[key] = match
+
+
+def count_slider(
+    where: Any, label: str, choices: tuple[int, ...], total: int, default: int, key: str, **kw: Any
+) -> int:
+    """A sample-count picker over ``choices`` capped at ``total`` (the last choice is ``total``
+    itself when fewer are available); a caption instead of a slider when only one count fits.
+
+    Args:
+        where: the container to draw in (``st`` or a column).
+        default: the preferred count, lowered to what exists.
+    """
+    sizes = [c for c in choices if c < total] + [total]
+    if len(sizes) == 1:
+        where.caption(f"{label}: all {total:,} (the dataset has no more).")
+        return total
+    value = max(s for s in sizes if s <= max(default, sizes[0]))
+    return int(where.select_slider(label, sizes, value=value, **scoped(key, value), **kw))

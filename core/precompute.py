@@ -1,0 +1,352 @@
+"""What the app's views compute for a run, one recipe per result, and the results it ships.
+
+The app's cache (``ui/cache.py``) and ``make assets`` (:func:`precompute_run`, through
+``python -m core.shipped --results``) call the same recipes with the same arguments, so a
+result read from a run's store (:mod:`core.result_store`) is exactly the one the app would
+compute. Each stored analysis has a version in :data:`VERSIONS`: change a recipe's output and
+bump it, and the old files stop being read.
+
+What ships for each run (computed by :func:`precompute_run`) is what the first views need:
+predictions for the home page and the projections' colours, the layer report card (trained
+and random init, at the default sample count) with its CKA matrices, head statistics for a
+ViT, the map view's default projections (UMAP and PCA, 2-D, of the report card's layers and
+any other layers asked for) and the across-depth view (PCA and UMAP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from core import attention as attn
+from core import features as feats
+from core import featurevis as fvis
+from core import projection as proj
+from core import report_card as card
+from core import result_store, topk
+from core.activations import INPUT, list_layers
+from core.data import adapt_images, stratified_sample
+from core.evaluation import Predictions, predict
+from core.runs import LoadedRun, RunInfo
+
+T = TypeVar("T")
+Progress = Callable[[int, int], None]
+
+SEED = 0
+REPORT_N = 1000
+"""The report card's default held-out sample count."""
+PROJECTION_N = 2000
+"""The map view's default sample count (or the whole dataset when smaller)."""
+DEPTH_N = 1000
+"""The across-depth view's default sample count."""
+VERSIONS = {
+    "predictions": 1,
+    "sample-predictions": 1,
+    "report": 2,
+    "cka": 1,
+    "head-stats": 1,
+    "feature-info": 1,
+    "projection": 1,
+    "depth": 1,
+    "feature-vis": 1,
+}
+"""Stored analyses and the version of their recipe."""
+
+
+def _info(run: LoadedRun | RunInfo) -> RunInfo:
+    return run.info if isinstance(run, LoadedRun) else run
+
+
+def load(
+    run: LoadedRun | RunInfo, analysis: str, args: dict[str, Any], expected: type[T]
+) -> T | None:
+    """The stored result of ``analysis(args)`` for this run's weights, or ``None``."""
+    info = _info(run)
+    full = {**args, "v": VERSIONS[analysis]}
+    return result_store.load_result(info.path, analysis, full, info.weights_sha256, expected)
+
+
+def save(
+    run: LoadedRun | RunInfo, analysis: str, args: dict[str, Any], result: object
+) -> Path | None:
+    """Stores ``result``; ``None`` (nothing written) when the run has no weights hash or its
+    folder cannot be written."""
+    info = _info(run)
+    if not info.weights_sha256:
+        return None
+    full = {**args, "v": VERSIONS[analysis]}
+    with contextlib.suppress(OSError):
+        return result_store.save_result(info.path, analysis, full, info.weights_sha256, result)
+    return None
+
+
+# --- the recipes ------------------------------------------------------------------------------
+
+
+def cls_layers(run: LoadedRun) -> list[str]:
+    """``"<block> (CLS)"`` pseudo-layers of a ViT, shallow to deep (empty for other models)."""
+    if not attn.has_attention(run.model):
+        return []
+    sites = attn.attention_sites(run.model)
+    return [attn.cls_layer_name(block) for block in dict.fromkeys(s.block for s in sites)]
+
+
+def report_layers(run: LoadedRun) -> list[str]:
+    """The layers the report card covers, shallow to deep (CLS tokens for a ViT)."""
+    layers = list_layers(run.model, run.info.input_shape)
+    return card.depth_layers(layers, tokens=cls_layers(run))
+
+
+def map_layers(run: LoadedRun) -> list[str]:
+    """Every layer the map view offers: the input, CLS tokens, then ``named_modules()``."""
+    layers = list_layers(run.model, run.info.input_shape)
+    return [INPUT, *cls_layers(run)] + [layer.name for layer in layers]
+
+
+def projection_n(run: LoadedRun) -> int:
+    """The map view's default sample count for this run."""
+    return min(PROJECTION_N, len(run.dataset))
+
+
+def predictions(run: LoadedRun, split: str) -> Predictions:
+    """The model's predictions on a split (``train``, ``val`` or ``test``)."""
+    idx = getattr(run.splits, split)
+    return predict(run.model, run.dataset.images[idx], run.dataset.labels[idx])
+
+
+def projection_samples(run: LoadedRun, n: int, seed: int = SEED) -> np.ndarray:
+    """``[n]`` indices into the whole dataset, stratified by class, sorted."""
+    return stratified_sample(run.dataset.labels, n, seed)
+
+
+def sample_predictions(run: LoadedRun, n: int, seed: int = SEED) -> Predictions:
+    """The model's predictions on :func:`projection_samples`."""
+    idx = projection_samples(run, n, seed)
+    return predict(run.model, run.dataset.images[idx], run.dataset.labels[idx])
+
+
+def held_out(run: LoadedRun, n: int, seed: int = SEED) -> np.ndarray:
+    """``[n]`` validation and test indices, stratified by class, sorted: the report's samples."""
+    held = np.concatenate([run.splits.val, run.splits.test])
+    return np.sort(held[stratified_sample(run.dataset.labels[held], n, seed)])
+
+
+def report_model(run: LoadedRun, versus: str | LoadedRun) -> tuple[Any, list[str], np.ndarray]:
+    """The model a report probes, its layers, and the images to feed it (held-out order).
+
+    ``versus``: ``"trained"`` (the run), ``"random"`` (the same architecture, random weights),
+    or another loaded run (fed this run's samples, resized if needed).
+    """
+    if versus == "trained":
+        return run.model, report_layers(run), run.dataset.images
+    if versus == "random":
+        info = run.info
+        model = card.random_init_model(info.arch, info.input_shape, len(info.dataset.class_names))
+        return model, report_layers(run), run.dataset.images
+    assert isinstance(versus, LoadedRun)
+    images = adapt_images(run.dataset.images, versus.info.input_shape)
+    return versus.model, report_layers(versus), images
+
+
+def versus_arg(versus: str | LoadedRun) -> str | dict[str, str]:
+    """How ``versus`` enters a stored result's arguments (another run: name and weights)."""
+    if isinstance(versus, LoadedRun):
+        return {"run": versus.info.name, "weights": versus.info.weights_sha256}
+    return versus
+
+
+def report(
+    run: LoadedRun,
+    n: int = REPORT_N,
+    versus: str | LoadedRun = "trained",
+    seed: int = SEED,
+    progress: Progress | None = None,
+) -> card.LayerReport:
+    """The layer report card of ``run`` on ``n`` held-out samples (Gram matrices included)."""
+    idx = held_out(run, n, seed)
+    data = run.dataset
+    targets = {card.LABEL: data.labels[idx], **{k: v[idx] for k, v in data.factors.items()}}
+    model, layers, images = report_model(run, versus)
+    return card.layer_report(model, images[idx], targets, layers, seed=seed, progress=progress)
+
+
+def report_args(run: LoadedRun, n: int, versus: str | LoadedRun, seed: int) -> dict[str, Any]:
+    """The stored arguments of :func:`report` (the layers included: they define the rows)."""
+    layers = report_layers(versus if isinstance(versus, LoadedRun) else run)
+    return {"n": n, "versus": versus_arg(versus), "seed": seed, "layers": tuple(layers)}
+
+
+def report_grams(
+    run: LoadedRun,
+    n: int = REPORT_N,
+    versus: str | LoadedRun = "trained",
+    seed: int = SEED,
+    cka_samples: int = 500,
+    progress: Progress | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """The layers and Gram matrices a report of ``versus`` keeps for CKA, without probing."""
+    idx = held_out(run, n, seed)[:cka_samples]
+    model, layers, images = report_model(run, versus)
+    return layers, card.layer_grams(model, images[idx], layers, progress=progress)
+
+
+def cka_args(run: LoadedRun, n: int, versus: str | LoadedRun | None, seed: int) -> dict[str, Any]:
+    """The stored arguments of a CKA matrix (``versus=None``: the run against itself)."""
+    return {
+        "n": n,
+        "versus": "self" if versus is None else versus_arg(versus),
+        "seed": seed,
+        "layers": tuple(report_layers(run)),
+    }
+
+
+def head_statistics(
+    run: LoadedRun, split: str = "val", progress: Progress | None = None
+) -> attn.HeadStatistics:
+    """Per-head attention statistics over a split (batches of 256, for frequent progress)."""
+    images = run.dataset.images[getattr(run.splits, split)]
+    return attn.head_statistics(run.model, images, batch_size=256, progress=progress)
+
+
+def layer_features(
+    run: LoadedRun, layer: str, n: int, seed: int = SEED, progress: Progress | None = None
+) -> feats.LayerFeatures:
+    """``layer`` over :func:`projection_samples`, PCA-reduced to <= 50 dims when wider."""
+    idx = projection_samples(run, n, seed)
+    return feats.layer_features(
+        run.model, run.dataset.images[idx], layer, seed=seed, progress=progress
+    )
+
+
+def layers_features(
+    run: LoadedRun,
+    layers: Sequence[str],
+    n: int,
+    seed: int = SEED,
+    progress: Progress | None = None,
+) -> list[feats.LayerFeatures]:
+    """:func:`layer_features` of several layers, in as few forward passes as memory allows."""
+    idx = projection_samples(run, n, seed)
+    return feats.layers_features(
+        run.model, run.dataset.images[idx], layers, seed=seed, progress=progress
+    )
+
+
+def feature_vis(
+    run: LoadedRun,
+    layer: str,
+    channel: int,
+    config: fvis.FeatureVisConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> fvis.FeatureVis:
+    """An input synthesised to excite ``layer``'s ``channel`` (colour basis from the run's data)."""
+    shape = run.info.input_shape
+    colour = fvis.colour_sqrt(run.dataset.images[run.splits.train[:512]]) if shape[0] == 3 else None
+    return fvis.visualise_channel(
+        run.model, layer, channel, shape, config, colour=colour, progress=progress
+    )
+
+
+def channel_stats(
+    run: LoadedRun, layer: str, progress: Progress | None = None
+) -> topk.ChannelStats:
+    """Every channel's max, peak and mean for each validation sample."""
+    images = run.dataset.images[run.splits.val]
+    return topk.channel_stats(run.model, images, layer, progress=progress)
+
+
+# --- what ships --------------------------------------------------------------------------------
+
+
+def precompute_run(
+    run: LoadedRun,
+    *,
+    map_layers_too: Iterable[str] = (),
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Computes and stores what the first views of ``run`` need (see the module docstring).
+
+    Args:
+        run: the loaded run (its folder is written).
+        map_layers_too: layers besides the report card's whose default map view is stored.
+        log: called with one line per result.
+
+    Returns:
+        The files written.
+    """
+    written: list[Path] = []
+
+    def keep(analysis: str, args: dict[str, Any], compute: Callable[[], object]) -> object:
+        start = time.perf_counter()
+        result = compute()
+        path = save(run, analysis, args, result)
+        if path is not None:
+            written.append(path)
+            log(
+                f"{run.info.name}: {analysis} {args_text(args)} in "
+                f"{time.perf_counter() - start:.1f} s, {path.stat().st_size / 1024:.0f} KiB"
+            )
+        return result
+
+    for split in ("val", "test"):
+        keep("predictions", {"split": split}, lambda s=split: predictions(run, s))
+    n_map = projection_n(run)
+    for n in dict.fromkeys((n_map, DEPTH_N)):
+        keep("sample-predictions", {"n": n, "seed": SEED}, lambda n=n: sample_predictions(run, n))
+
+    reports = {}
+    for versus in ("trained", "random"):
+        args = report_args(run, REPORT_N, versus, SEED)
+        full = report(run, REPORT_N, versus, SEED)
+        reports[versus] = full
+        keep("report", args, full.without_grams)
+    for versus, other in ((None, None), ("random", reports["random"])):
+        args = cka_args(run, REPORT_N, versus, SEED)
+        trained = reports["trained"]
+        keep("cka", args, lambda t=trained, o=other: card.cka_between(
+            t.layers, t.grams, None if o is None else o.layers, None if o is None else o.grams
+        ))  # fmt: skip
+
+    if attn.has_attention(run.model):
+        keep("head-stats", {"split": "val"}, lambda: head_statistics(run, "val"))
+
+    ladder = report_layers(run)
+    wanted = list(dict.fromkeys([*ladder, *map_layers_too]))
+    features = dict(zip(wanted, layers_features(run, wanted, n_map), strict=True))
+    for layer in wanted:
+        x = features[layer]
+        keep("feature-info", {"layer": layer, "n": n_map, "seed": SEED}, lambda x=x: x.info)
+        for method in ("UMAP", "PCA"):
+            args = {"layer": layer, "n": n_map, "method": method, "dims": 2, "seed": SEED}
+            keep(
+                "projection",
+                args,
+                lambda x=x, m=method: proj.project(x.features, m, 2, seed=SEED),
+            )
+
+    depth_features = layers_features(run, ladder, DEPTH_N)
+    for method in ("PCA", "UMAP"):
+        args = {"layers": tuple(ladder), "n": DEPTH_N, "method": method, "seed": SEED}
+        keep(
+            "depth",
+            args,
+            lambda m=method: proj.project_depth(
+                [f.features for f in depth_features], ladder, m, seed=SEED
+            ),
+        )
+    return written
+
+
+def args_text(args: dict[str, Any]) -> str:
+    """Arguments for a log line (long layer lists shortened)."""
+    parts = []
+    for key, value in args.items():
+        if isinstance(value, tuple | list) and len(value) > 3:
+            value = f"[{len(value)} layers]"
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
