@@ -22,9 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.attribution import METHODS, AttributionOptions, attribute  # noqa: E402
-from core.models import build_model  # noqa: E402
-from core.runs import load_run  # noqa: E402
+from core.attributions.methods import METHODS, AttributionOptions, attribute  # noqa: E402
+from core.models.runs import load_run  # noqa: E402
+from core.models.zoo import build_model  # noqa: E402
 
 
 def forward_backward_ms(model: torch.nn.Module, image: torch.Tensor) -> float:

@@ -18,7 +18,7 @@ import time
 import torch
 
 from core.activations import capture, list_layers
-from core.models import build_model
+from core.models.zoo import build_model
 
 
 def median_seconds(fn, repeats: int) -> tuple[float, float]:

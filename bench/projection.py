@@ -27,8 +27,8 @@ FRESH = """
 import time, sys, json, threading
 start = time.perf_counter()
 import numpy as np
-from core import projection
-from ui import projections as figs
+from core.projections import fits as projection
+from ui.figures import projections as figs
 threading.Thread(target=projection.warm_up, daemon=True).start()  # what the app does at start
 x = np.load(sys.argv[1])
 labels = np.arange(len(x)) % 6
@@ -72,9 +72,9 @@ def timed(fn) -> tuple[float, float]:
 
 def features(n: int) -> np.ndarray:
     """A real layer: ``head.pool`` of the shipped cnn-shapes over n samples (64 dims)."""
-    from core import runs
-    from core.data import stratified_sample
-    from core.features import layer_features
+    from core.data.datasets import stratified_sample
+    from core.models import runs
+    from core.projections.features import layer_features
 
     run = runs.load_run("cnn-shapes")
     idx = stratified_sample(run.dataset.labels, n, 0)
@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     import umap
 
-    from core import projection
+    from core.projections import fits as projection
 
     rows: list[tuple[str, str]] = []
     result: dict[str, float] = {}
@@ -147,8 +147,8 @@ def main() -> None:
     result["umap_overhead_ratio_same_graph"] = med["app"][0] / med["umap-learn, same graph"][0]
 
     if args.big:
-        from core.data import load_dataset, stratified_sample
-        from ui import projections as figs
+        from core.data.datasets import load_dataset, stratified_sample
+        from ui.figures import projections as figs
 
         data = load_dataset("fashion-mnist")
         idx = stratified_sample(data.labels, args.big, 0)

@@ -18,10 +18,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from core.data import load_dataset, split_indices
-from core.models import build_model
-from core.runs import read_run
-from core.train import TrainConfig, train
+from core.data.datasets import load_dataset, split_indices
+from core.models.runs import read_run
+from core.models.train import TrainConfig, train
+from core.models.zoo import build_model
 
 
 def bare_loop(config: TrainConfig) -> float:

@@ -44,8 +44,8 @@ VIEWS = {
 def _view(view: str, run: str, store: bool = True) -> dict[str, float]:
     """Times one view in this process."""
     logging.disable(logging.WARNING)  # cached calls outside a session warn; that is the point
-    from core import precompute
-    from core.featurevis import FeatureVisConfig
+    from core.feature_maps.visualisation import FeatureVisConfig
+    from core.models import precompute
     from ui import cache
 
     if not store:

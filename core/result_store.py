@@ -14,7 +14,7 @@ What a result may hold: numpy arrays (not of dtype object), numpy scalars, ``boo
 defined in ``core``. Only classes of the ``core`` package are rebuilt on reading: the file
 decides which class is built, so nothing else may be named there.
 
-``python -m core.shipped --results`` fills the store of the shipped runs; the app reads it,
+``python -m core.models.shipped --results`` fills the store of the shipped runs; the app reads it,
 and writes to it for the user's own runs (never into ``assets/``).
 
 What can go wrong: an unreadable or truncated file, or one written by another format version,

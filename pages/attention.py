@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core.attention import head_table, query_attention
+from core.attention.maps import head_table, query_attention
 from ui import cache, state
-from ui.attention import (
+from ui.figures.attention import (
     csv_text,
     head_statistic_figure,
     overlay_grid,
     query_figure,
     token_matrix_figure,
 )
-from ui.figures import PLOTLY_CONFIG
+from ui.figures.common import PLOTLY_CONFIG
 
 
 def _pick_patch() -> None:

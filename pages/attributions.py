@@ -8,11 +8,11 @@ import numpy as np
 import streamlit as st
 
 from core.analysis import Inputs
-from core.attribution import BASELINES, CAM_METHODS, METHODS, SMOOTHING, AttributionOptions
-from core.evaluation import CHANCE_WARNING
-from core.layer_attribution import LAYER_METHODS
+from core.attributions.layer_units import LAYER_METHODS
+from core.attributions.methods import BASELINES, CAM_METHODS, METHODS, SMOOTHING, AttributionOptions
+from core.models.evaluation import CHANCE_WARNING
 from ui import cache, state
-from ui.attributions import (
+from ui.figures.attributions import (
     correlation_figure,
     curves_figure,
     grid_png,
@@ -21,7 +21,7 @@ from ui.attributions import (
     sanity_grid,
     units_bar,
 )
-from ui.figures import PLOTLY_CONFIG, image_figure, npy_bytes, overlay_figure
+from ui.figures.common import PLOTLY_CONFIG, image_figure, npy_bytes, overlay_figure
 
 selection = state.require_selection()
 run = cache.loaded_run(selection.run)

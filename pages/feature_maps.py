@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core import featuremaps as fmaps
-from core import topk
 from core.activations import LayerInfo
-from core.featurevis import PARAMETERISATIONS, FeatureVisConfig
+from core.feature_maps import maps as fmaps
+from core.feature_maps import top_examples as topk
+from core.feature_maps.visualisation import PARAMETERISATIONS, FeatureVisConfig
 from ui import cache, state
-from ui import featuremaps as figs
-from ui.figures import PLOTLY_CONFIG, image_figure, npy_bytes
+from ui.figures import feature_maps as figs
+from ui.figures.common import PLOTLY_CONFIG, image_figure, npy_bytes
 
 PER_PAGE = 64
 TABS = ["Channel maps", "Across depth", "Learned filters", "Top examples", "Feature visualisation"]

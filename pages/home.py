@@ -10,14 +10,16 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from core import models, runs, uploads
-from core.evaluation import Predictions, accuracy_text, confusion_matrix
-from core.folder import CLASS_ORDER_RULE
-from core.runs import EVALUATIONS, IMAGENET_NORMALIZATION, NO_NORMALIZATION_TEXT, RunInfo
-from core.train import TrainConfig, TrainingJob
+from core.data import uploads
+from core.data.folder import CLASS_ORDER_RULE
+from core.models import runs
+from core.models import zoo as models
+from core.models.evaluation import Predictions, accuracy_text, confusion_matrix
+from core.models.runs import EVALUATIONS, IMAGENET_NORMALIZATION, NO_NORMALIZATION_TEXT, RunInfo
+from core.models.train import TrainConfig, TrainingJob
 from ui import cache, state
-from ui.figures import PLOTLY_CONFIG
-from ui.home import confusion_figure, live_curves, sample_grid, tour, training_curves
+from ui.figures.common import PLOTLY_CONFIG
+from ui.figures.home import confusion_figure, live_curves, sample_grid, tour, training_curves
 
 ARCH_HELP = {
     "cnn": "TinyVGG-style conv net: three blocks of conv–BN–ReLU ×2 and max-pool",

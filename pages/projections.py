@@ -12,10 +12,10 @@ import pandas as pd
 import streamlit as st
 
 from core.activations import INPUT
-from core.projection import METHODS
+from core.projections.fits import METHODS
 from ui import cache, state
-from ui import projections as figs
-from ui.figures import PLOTLY_CONFIG, nearest_upscale
+from ui.figures import projections as figs
+from ui.figures.common import PLOTLY_CONFIG, nearest_upscale
 
 VIEWS = ("Map", "Across depth", "Layer report card")
 SAMPLE_SIZES = (500, 1000, 2000, 5000, 10_000, 20_000, 50_000)

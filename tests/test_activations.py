@@ -12,7 +12,7 @@ from torch import nn
 
 from core.activations import INPUT, capture, capture_dataset, list_layers
 from core.hooks import count_hooks, forward_hooks
-from core.models import build_model
+from core.models.zoo import build_model
 
 
 def resnet18_step_by_step(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -10,10 +10,10 @@ import torch
 import torchvision
 from torch import nn
 
-from core import attention
 from core.activations import capture
+from core.attention import maps as attention
 from core.hooks import count_hooks
-from core.models import SmallViT, build_model
+from core.models.zoo import SmallViT, build_model
 
 
 def tiny_tv_vit() -> torchvision.models.VisionTransformer:

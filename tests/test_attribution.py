@@ -1,4 +1,4 @@
-"""core.attribution and core.layer_attribution: captum's numbers, completeness, hook hygiene."""
+"""core.attributions.methods and .layer_units: captum's numbers, completeness, hook hygiene."""
 
 from __future__ import annotations
 
@@ -22,17 +22,17 @@ from captum.attr import (
 )
 from torch import nn
 
-from core.attribution import (
+from core.attributions.layer_units import unit_attribution
+from core.attributions.methods import (
     METHODS,
     AttributionOptions,
     attribute,
     default_cam_layer,
     distinct_relus,
 )
+from core.attributions.sanity import randomize_
 from core.hooks import count_hooks
-from core.layer_attribution import unit_attribution
-from core.models import build_model
-from core.sanity import randomize_
+from core.models.zoo import build_model
 
 SHAPE = (3, 16, 16)
 

@@ -20,10 +20,10 @@ from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
 from core.activations import capture
-from core.evaluation import predict
-from core.models import build_model
-from core.runs import list_runs
-from core.train import TrainConfig, train
+from core.models.evaluation import predict
+from core.models.runs import list_runs
+from core.models.train import TrainConfig, train
+from core.models.zoo import build_model
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -93,7 +93,7 @@ def test_pickle_that_would_run_code(runs_before: list[str]) -> None:
 
 
 def test_upload_over_the_limit(runs_before: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("core.uploads.MAX_UPLOAD_BYTES", 1024)
+    monkeypatch.setattr("core.data.uploads.MAX_UPLOAD_BYTES", 1024)
     at = submit_import(app(), ("big.safetensors", resnet_weights()))
     assert "the limit is" in errors(at)
     assert_nothing_changed(runs_before)
@@ -111,7 +111,7 @@ def test_upload_over_the_limit(runs_before: list[str], monkeypatch: pytest.Monke
 def test_bad_zips(
     runs_before: list[str], monkeypatch: pytest.MonkeyPatch, files: dict, message: str
 ) -> None:
-    monkeypatch.setattr("core.folder.MAX_UNPACKED_BYTES", 2**20)
+    monkeypatch.setattr("core.data.folder.MAX_UNPACKED_BYTES", 2**20)
     at = submit_import(app(), ("r18.safetensors", resnet_weights()), archive=zipped(files))
     assert message in errors(at)
     assert_nothing_changed(runs_before)
@@ -164,7 +164,7 @@ def test_nan_and_inf_inputs_flow_through() -> None:
 
 
 def test_nan_weights_run_renders_home(isolated_runs: Path, tmp_path: Path) -> None:
-    from core.runs import import_run
+    from core.models.runs import import_run
 
     state = build_model("mlp", (1, 8, 8), 10).state_dict()
     state["fc1.weight"][:] = float("nan")
@@ -219,7 +219,7 @@ def test_failed_import_leaves_no_folder_and_class_order_shows(
 def test_an_uploaded_image_is_kept_by_its_hash_and_refused_when_corrupt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core.uploads import UploadError, load_image, read_image, store_image
+    from core.data.uploads import UploadError, load_image, read_image, store_image
 
     monkeypatch.setenv("LAYERSCOPE_DATA", str(tmp_path))
     buffer = io.BytesIO()

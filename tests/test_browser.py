@@ -60,7 +60,7 @@ def resnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weights torchvision resnet18 for the 6 shapes classes, as a local file."""
     from safetensors.torch import save_file
 
-    from core.models import build_model
+    from core.models.zoo import build_model
 
     path = tmp_path_factory.mktemp("weights") / "resnet18.safetensors"
     save_file(build_model("tv:resnet18", (3, 32, 32), 6).state_dict(), str(path))
@@ -95,8 +95,8 @@ def test_torchvision_vit_attention(
     """A random-weights tv:vit_b_16 from a local file: the attention page draws its heads."""
     from safetensors.torch import save_file
 
-    from core.models import build_model
-    from core.runs import import_run
+    from core.models.runs import import_run
+    from core.models.zoo import build_model
 
     weights = tmp_path / "vit_b_16.safetensors"
     save_file(build_model("tv:vit_b_16", (3, 32, 32), 6).state_dict(), str(weights))

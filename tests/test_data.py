@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.data import (
+from core.data.datasets import (
     DatasetUnavailableError,
     adapt_images,
     load_dataset,
@@ -130,7 +130,7 @@ def test_cifar10_from_torchvision_root(tmp_path: Path, monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "fashion-mnist"])
 def test_missing_dataset_says_what_to_do(tmp_path: Path, name: str, monkeypatch) -> None:
-    monkeypatch.setattr("core.data.DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.setattr("core.data.datasets.DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.raises(DatasetUnavailableError, match="download"):
         load_dataset(name, root=tmp_path)
 

@@ -1,4 +1,4 @@
-"""core.evaluation: Wilson intervals by hand, chance checks and the accuracy caption."""
+"""core.models.evaluation: Wilson intervals by hand, chance checks and the accuracy caption."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.evaluation import Predictions, accuracy_text, predict, wilson_interval
+from core.models.evaluation import Predictions, accuracy_text, predict, wilson_interval
 
 Z = 1.96
 

@@ -1,4 +1,4 @@
-"""core.faithfulness: deletion/insertion curves checked by hand on a linear model."""
+"""core.attributions.faithfulness: deletion/insertion curves checked by hand on a linear model."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.attribution import AttributionOptions
-from core.faithfulness import deletion_insertion, faithfulness, random_pixel_orders
-from core.models import build_model
+from core.attributions.faithfulness import deletion_insertion, faithfulness, random_pixel_orders
+from core.attributions.methods import AttributionOptions
+from core.models.zoo import build_model
 
 CONTRIB = np.array([1.0, 3.0, 0.5, 2.0])  # logit gap per pixel of the 2x2 toy image, raster order
 
@@ -132,7 +132,7 @@ def test_random_curves_are_reproducible() -> None:
 
 
 def test_curves_figure_draws_the_random_baseline(linear: nn.Module) -> None:
-    from ui.attributions import curves_figure
+    from ui.figures.attributions import curves_figure
 
     image = np.ones((1, 1, 2, 2), np.float32)
     c = deletion_insertion(linear, image, CONTRIB.reshape(1, 2, 2), np.array([0]), steps=4)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from core import featuremaps as fmaps
 from core.activations import capture, layer_output
+from core.feature_maps import maps as fmaps
 from core.hooks import count_hooks
-from core.models import build_model
+from core.models.zoo import build_model
 
 
 @pytest.fixture(scope="module")

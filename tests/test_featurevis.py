@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from core import featurevis as fvis
 from core.activations import layer_output
+from core.feature_maps import visualisation as fvis
 from core.hooks import count_hooks
-from core.models import build_model
+from core.models.zoo import build_model
 
 SHAPE = (3, 16, 16)
 QUICK = fvis.FeatureVisConfig(steps=24, lr=0.08)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import featuremaps as fmaps
-from core.attention import TokenLayout
-from core.data import SHAPE_FACTORS, named_colours
-from ui import attention as attention_figs
-from ui import featuremaps as figs
-from ui import projections as projection_figs
-from ui.figures import DIVERGING, SEQUENTIAL, nearest_upscale
+from core.attention.maps import TokenLayout
+from core.data.datasets import SHAPE_FACTORS, named_colours
+from core.feature_maps import maps as fmaps
+from ui.figures import attention as attention_figs
+from ui.figures import feature_maps as figs
+from ui.figures import projections as projection_figs
+from ui.figures.common import DIVERGING, SEQUENTIAL, nearest_upscale
 
 COLOUR = next(f for f in SHAPE_FACTORS if f.name == "colour")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.folder import (
+from core.data.folder import (
     EmptyDatasetError,
     TooFewClassesError,
     UnsafeArchiveError,
@@ -20,7 +20,7 @@ from core.folder import (
     load_image_folder,
     safe_extract,
 )
-from core.uploads import (
+from core.data.uploads import (
     MAX_UPLOAD_BYTES,
     UploadError,
     import_upload,
@@ -124,7 +124,7 @@ def test_unpack_uploaded_zip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_upload_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAYERSCOPE_DATA", str(tmp_path))
-    monkeypatch.setattr("core.uploads.MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr("core.data.uploads.MAX_UPLOAD_BYTES", 1000)
     with pytest.raises(UploadError, match="limit"):
         store_upload("big.safetensors", bytes(2000), (".safetensors",))
     with pytest.raises(UploadError, match="not one of"):
@@ -197,7 +197,7 @@ def test_class_order_from_the_zip_listing(tmp_path: Path, monkeypatch: pytest.Mo
 def test_failed_import_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from safetensors.torch import save
 
-    from core.models import WeightsMismatchError, build_model
+    from core.models.zoo import WeightsMismatchError, build_model
 
     monkeypatch.setenv("LAYERSCOPE_DATA", str(tmp_path))
     archive = zipped({f"pets/{c}/{i}.png": png((40 * i, 0, 0)) for c in "ab" for i in range(3)})
@@ -212,7 +212,7 @@ def test_failed_import_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.Monk
     )
     assert [p.name for p in (tmp_path / "uploads").iterdir()] == ["pets"]  # no "-2": nothing left
     assert done.images is not None and "6 images in 2 classes" in done.summary()
-    from core.runs import delete_run, read_run
+    from core.models.runs import delete_run, read_run
 
     assert read_run(done.run).config["dataset_path"] == str(tmp_path / "uploads" / "pets")
     delete_run(done.run.name)

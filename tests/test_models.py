@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from core.activations import capture, list_layers
-from core.io import UnsafeFileError
-from core.models import (
+from core.files import UnsafeFileError
+from core.models.zoo import (
     BUILTIN_ARCHITECTURES,
     WeightsMismatchError,
     build_model,
@@ -95,7 +95,7 @@ def test_not_a_weights_file(tmp_path: Path) -> None:
 def test_pretrained_offline_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     from urllib.error import URLError
 
-    from core.models import WeightsUnavailableError
+    from core.models.zoo import WeightsUnavailableError
 
     def offline(*_args, **_kwargs):
         raise URLError("no network")

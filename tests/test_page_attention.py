@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from core.models import build_model
-from core.runs import SHIPPED_RUNS, import_run
-from core.train import TrainConfig, train
+from core.models.runs import SHIPPED_RUNS, import_run
+from core.models.train import TrainConfig, train
+from core.models.zoo import build_model
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

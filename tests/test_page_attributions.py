@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.evaluation import CHANCE_WARNING
+from core.models.evaluation import CHANCE_WARNING
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/attributions.py"
@@ -59,8 +59,8 @@ def resnet_run(isolated_runs: Path) -> str:
     import torch
     from safetensors.torch import save_file
 
-    from core.models import build_model
-    from core.runs import import_run
+    from core.models.runs import import_run
+    from core.models.zoo import build_model
 
     torch.manual_seed(0)
     model = build_model("tv:resnet18", (3, 32, 32), 6)
@@ -87,7 +87,7 @@ def test_imported_torchvision_resnet(resnet_run: str) -> None:
 
 
 def test_tiny_vit_shows_grad_cam_beside_rollout(isolated_runs: Path) -> None:
-    from core.train import TrainConfig, train
+    from core.models.train import TrainConfig, train
 
     train(
         TrainConfig(model="vit", dataset="shapes", n_samples=300, epochs=1),

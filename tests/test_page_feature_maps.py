@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from core.models import build_model
-from core.runs import import_run
+from core.models.runs import import_run
+from core.models.zoo import build_model
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

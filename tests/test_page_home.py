@@ -10,10 +10,10 @@ import numpy as np
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from core.models import build_model
-from core.runs import import_run, list_runs
-from core.train import TrainConfig, train
-from ui.home import TITLE_CHARS, sample_grid
+from core.models.runs import import_run, list_runs
+from core.models.train import TrainConfig, train
+from core.models.zoo import build_model
+from ui.figures.home import TITLE_CHARS, sample_grid
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TRAIN_TAB = "Train a model"

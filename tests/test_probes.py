@@ -10,9 +10,9 @@ import torch
 
 from core.activations import INPUT, list_layers
 from core.hooks import count_hooks
-from core.models import build_model
-from core.probes import probe_scores
-from core.report_card import depth_layers, layer_report, random_init_model
+from core.models.zoo import build_model
+from core.projections.probes import probe_scores
+from core.projections.report_card import depth_layers, layer_report, random_init_model
 
 
 def test_probe_on_logits_reads_the_label() -> None:
@@ -68,7 +68,7 @@ def test_layer_report_shapes_and_the_logits_of_a_trained_like_model() -> None:
 def test_knn_equals_scikit_learn() -> None:
     from sklearn.neighbors import KNeighborsClassifier
 
-    from core.probes import knn_accuracy
+    from core.projections.probes import knn_accuracy
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(300, 7))
@@ -86,7 +86,7 @@ def test_newton_probe_finds_the_lbfgs_optimum() -> None:
     y = rng.integers(0, 5, 600)
     x = rng.normal(size=(600, 20)) + np.eye(5, 20)[y] * 1.5
     linear, _ = probe_scores(x, y, n_splits=1, seed=0)
-    from core.probes import _splits
+    from core.projections.probes import _splits
 
     ((train, test),) = _splits(y, 1, 0.25, 0)
     scaler = StandardScaler().fit(x[train])
@@ -101,7 +101,7 @@ def test_newton_probe_finds_the_lbfgs_optimum() -> None:
 def test_pca_scores_equal_a_full_pca_up_to_sign() -> None:
     from sklearn.decomposition import PCA
 
-    from core.report_card import pca_scores
+    from core.projections.report_card import pca_scores
 
     rng = np.random.default_rng(4)
     for shape in ((40, 300), (300, 40)):  # wide (Gram route) and tall (covariance route)

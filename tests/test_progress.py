@@ -209,7 +209,7 @@ def test_time_left_comes_from_the_rate_or_the_estimate() -> None:
 def _feature_vis_script() -> None:
     import streamlit as st
 
-    from core.featurevis import FeatureVisConfig
+    from core.feature_maps.visualisation import FeatureVisConfig
     from ui import cache
 
     result = cache.feature_vis("mlp-digits", "fc1", 3, FeatureVisConfig(steps=16))

@@ -8,10 +8,11 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from core import features, projection
 from core.activations import INPUT
 from core.hooks import count_hooks
-from core.models import build_model
+from core.models.zoo import build_model
+from core.projections import features
+from core.projections import fits as projection
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from core import result_store as store
-from core.attention import HeadStatistics, TokenLayout
-from core.evaluation import Predictions
-from core.report_card import LayerReport
+from core.attention.maps import HeadStatistics, TokenLayout
+from core.models.evaluation import Predictions
+from core.projections.report_card import LayerReport
 
 SHA = "a" * 64
 

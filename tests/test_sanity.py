@@ -1,4 +1,4 @@
-"""core.sanity: cascading randomisation on a copy, top down, with rank correlations."""
+"""core.attributions.sanity: cascading randomisation on a copy, top down, with rank correlations."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from core import sanity
-from core.attribution import AttributionOptions
-from core.hooks import count_hooks
-from core.models import build_model
-from core.sanity import (
+from core.attributions import sanity
+from core.attributions.methods import AttributionOptions
+from core.attributions.sanity import (
     FAILS,
     PASSES,
     SIMILARITY_THRESHOLD,
@@ -23,6 +21,8 @@ from core.sanity import (
     parameter_layers,
     randomize_,
 )
+from core.hooks import count_hooks
+from core.models.zoo import build_model
 
 
 def test_cascading_randomization_leaves_the_model_alone() -> None:
@@ -127,7 +127,7 @@ def test_cascading_verdicts_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_correlation_figure_draws_the_core_rule() -> None:
-    from ui.attributions import correlation_figure, sanity_grid
+    from ui.figures.attributions import correlation_figure, sanity_grid
 
     check = _check([1.0, -0.62])
     labels = ["Saliency", "Grad-CAM"]

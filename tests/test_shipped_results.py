@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from core.precompute import VERSIONS
+from core.models.precompute import VERSIONS
+from core.models.runs import SHIPPED_RUNS, read_run
+from core.models.shipped import SHIPPED_CONFIGS
 from core.result_store import stored_results
-from core.runs import SHIPPED_RUNS, read_run
-from core.shipped import SHIPPED_CONFIGS
 
 
 @pytest.mark.parametrize("name", list(SHIPPED_CONFIGS))
@@ -37,12 +37,13 @@ def test_the_shipped_runs_fit_in_ten_megabytes() -> None:
 @pytest.mark.parametrize("name", list(SHIPPED_CONFIGS))
 def test_every_first_view_is_stored(name: str) -> None:
     """What the pages ask for first, with today's recipes and defaults, is found in the store."""
-    from core import attention, precompute
-    from core.evaluation import Predictions
-    from core.features import FeatureInfo
-    from core.projection import DepthProjection, Projection
-    from core.report_card import CKA, LayerReport
-    from core.runs import load_run
+    from core.attention import maps as attention
+    from core.models import precompute
+    from core.models.evaluation import Predictions
+    from core.models.runs import load_run
+    from core.projections.features import FeatureInfo
+    from core.projections.fits import DepthProjection, Projection
+    from core.projections.report_card import CKA, LayerReport
 
     run = load_run(name, roots=[SHIPPED_RUNS], device="cpu")
     n = precompute.projection_n(run)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from core.similarity import centred_gram, cka_matrix, linear_cka
+from core.projections.similarity import centred_gram, cka_matrix, linear_cka
 
 
 @pytest.fixture(scope="module")

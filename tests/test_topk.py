@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from core import topk
 from core.activations import capture
+from core.feature_maps import top_examples as topk
 from core.hooks import count_hooks
-from core.models import build_model
+from core.models.zoo import build_model
 
 SHAPE = (3, 32, 32)
 

@@ -13,9 +13,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from core.io import state_dict_hash
-from core.models import WeightsMismatchError, build_model
-from core.runs import (
+from core.files import state_dict_hash
+from core.models.runs import (
     DEFAULT_RUN,
     Normalization,
     RunError,
@@ -28,7 +27,7 @@ from core.runs import (
     parse_normalization,
     read_run,
 )
-from core.train import (
+from core.models.train import (
     MAX_LOSS_POINTS,
     MIN_STEPS_FOR_ETA,
     TrainConfig,
@@ -39,6 +38,7 @@ from core.train import (
     loss_every,
     train,
 )
+from core.models.zoo import WeightsMismatchError, build_model
 
 TINY = TrainConfig(model="cnn", dataset="shapes", n_samples=240, epochs=2, batch_size=32, seed=1)
 
@@ -86,7 +86,7 @@ def test_stop_keeps_last_complete_epoch(isolated_runs: Path) -> None:
     )
     info = read_run(path)
     assert info.status == "stopped" and len(info.history) == 1
-    from core.io import load_state_dict, state_dict_hash
+    from core.files import load_state_dict, state_dict_hash
 
     assert state_dict_hash(load_state_dict(path / "model.safetensors")) == info.weights_sha256
     assert train(TINY, name="never", should_stop=lambda: True) is None
@@ -256,7 +256,7 @@ def test_import_records_normalisation_and_applies_it(isolated_runs: Path, tmp_pa
 
 
 def test_import_scored_on_all_images(isolated_runs: Path, tmp_path: Path) -> None:
-    from core.evaluation import predict
+    from core.models.evaluation import predict
 
     model = build_model("mlp", (1, 8, 8), 10)
     save_file(model.state_dict(), tmp_path / "mlp.safetensors")

@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-from core import projection, worker
+from core import worker
+from core.projections import fits as projection
 
 
 def test_worker_runs_elsewhere_and_matches_in_process() -> None:

@@ -11,8 +11,8 @@ per key, computes a key once when several sessions ask at the same time, and dra
 bar with the time left where the page asks, which Streamlit's Stop (or any widget change)
 interrupts; nothing half-done is kept. Before computing, each looks in the run's result store
 (:mod:`core.result_store`, filled for the shipped runs by ``make assets``), and stores what it
-computed for the user's own runs. The recipes are :mod:`core.precompute`'s, so a stored result
-is exactly what would be computed.
+computed for the user's own runs. The recipes are :mod:`core.models.precompute`'s, so a stored
+result is exactly what would be computed.
 """
 
 from __future__ import annotations
@@ -27,26 +27,28 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import streamlit as st
 
-from core import attention as attn
-from core import featuremaps as fmaps
-from core import features as feats
-from core import featurevis as fvis
-from core import precompute as pre
-from core import projection as proj
-from core import report_card as card
-from core import runs, topk, uploads, worker
+from core import worker
 from core.activations import Capture, LayerInfo, list_layers
 from core.analysis import Inputs
-from core.evaluation import Predictions, predict
-from core.runs import LoadedRun, RunInfo
+from core.attention import maps as attn
+from core.data import uploads
+from core.feature_maps import maps as fmaps
+from core.feature_maps import top_examples as topk
+from core.feature_maps import visualisation as fvis
+from core.models import precompute as pre
+from core.models import runs
+from core.models.evaluation import Predictions, predict
+from core.models.runs import LoadedRun, RunInfo
+from core.projections import features as feats
+from core.projections import fits as proj
+from core.projections import report_card as card
 from ui.progress import Flight, Progress, Results, computed
 
 if TYPE_CHECKING:  # the attributions page's modules (captum) load when that page runs
-    from core import attribution as attr
-    from core import faithfulness as faith
-    from core import layer_attribution as layer_attr
-    from core import sanity
-
+    from core.attributions import faithfulness as faith
+    from core.attributions import layer_units as layer_attr
+    from core.attributions import methods as attr
+    from core.attributions import sanity
 T = TypeVar("T")
 
 
@@ -740,7 +742,7 @@ def cls_tokens(name: str, split: str = "val", n: int | None = None) -> Capture:
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _cam_layers(name: str, mtime: float) -> tuple[list[str], str | None]:
-    from core import attribution as attr
+    from core.attributions import methods as attr
 
     run = _loaded_run(name, mtime)
     shape = run.info.input_shape
@@ -756,7 +758,7 @@ def cam_layers(name: str) -> tuple[list[str], str | None]:
 def _attribution(
     name: str, mtime: float, inputs: Inputs, method: str, options: attr.AttributionOptions
 ) -> attr.Attribution:
-    from core import attribution as attr
+    from core.attributions import methods as attr
 
     run = _loaded_run(name, mtime)
     return attr.attribute(run.model, _image(name, mtime, inputs), method, options)
@@ -780,7 +782,7 @@ def _unit_attribution(
 ) -> layer_attr.UnitAttribution:
     run = _loaded_run(name, mtime)
     image = _image(name, mtime, inputs)
-    from core import layer_attribution as layer_attr
+    from core.attributions import layer_units as layer_attr
 
     return layer_attr.unit_attribution(run.model, image, layer, method, options)
 
@@ -803,7 +805,7 @@ def _sanity_check(
 ) -> sanity.SanityCheck:
     run = _loaded_run(name, mtime)
     image = _image(name, mtime, inputs)
-    from core import sanity
+    from core.attributions import sanity
 
     return sanity.cascading_randomization(run.model, image, methods, options, max_steps=steps)
 
@@ -833,7 +835,7 @@ def _faithfulness(
         images = _image(name, mtime, inputs)[None]
     else:
         images = run.dataset.images[run.splits.val[list(inputs.indices)]]
-    from core import faithfulness as faith
+    from core.attributions import faithfulness as faith
 
     return faith.faithfulness(run.model, images, method, options, steps=steps)
 

@@ -26,11 +26,11 @@ from typing import Any
 
 import streamlit as st
 
-from core import uploads
 from core.analysis import Inputs
-from core.runs import DEFAULT_RUN, RunError
+from core.data import uploads
+from core.models.runs import DEFAULT_RUN, RunError
 from ui import cache, navigation
-from ui.figures import nearest_upscale
+from ui.figures.common import nearest_upscale
 
 VIEW: dict[str, Any] = {"bind": "query-params", "persist_state": "session"}
 """Keyword arguments that put a page widget's value in the URL and keep it across pages."""

@@ -1,7 +1,7 @@
 """Training a model on a dataset, epoch by epoch, into a run folder.
 
 The loop is plain PyTorch: AdamW with a one-cycle learning rate, batches drawn from a seeded
-permutation, one checkpoint per epoch written atomically (see :mod:`core.runs`). It reports
+permutation, one checkpoint per epoch written atomically (see :mod:`core.models.runs`). It reports
 every step to a progress callback (with a running history of the step losses and an estimate
 of the time left) and checks a stop callback between steps; a stopped or killed run keeps its
 last complete epoch. With the same config on the CPU, the weights hash is the same every time.
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.data import Dataset, adapt_images, load_dataset, split_indices
+from core.data.datasets import Dataset, adapt_images, load_dataset, split_indices
 from core.device import pick_device
-from core.evaluation import predict
-from core.models import TORCHVISION_PREFIX, build_model
-from core.runs import RunWriter, read_run
+from core.models.evaluation import predict
+from core.models.runs import RunWriter, read_run
+from core.models.zoo import TORCHVISION_PREFIX, build_model
 
 MAX_LOSS_POINTS = 400
 """At most this many points in :attr:`TrainProgress.step_losses` over a whole run."""

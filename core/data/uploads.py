@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from core.data import data_root
-from core.folder import (
+from core.data.datasets import data_root
+from core.data.folder import (
     FolderReport,
     LoadedFolder,
     TooFewClassesError,
@@ -31,8 +31,8 @@ from core.folder import (
     load_image_folder,
     safe_extract,
 )
-from core.io import write_bytes
-from core.runs import Normalization, import_run
+from core.files import write_bytes
+from core.models.runs import Normalization, import_run
 
 MAX_UPLOAD_BYTES = 200 * 2**20
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")

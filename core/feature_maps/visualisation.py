@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.activations import layer_output, model_device
-from core.featuremaps import check_channel
+from core.feature_maps.maps import check_channel
 from core.hooks import get_module
 
 PARAMETERISATIONS = ("fourier", "pixel")

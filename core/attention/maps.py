@@ -34,7 +34,7 @@ from torch import nn
 
 from core.activations import CLS_SUFFIX, Capture, capture_dataset, model_device
 from core.hooks import forward_hooks
-from core.models import build_model
+from core.models.zoo import build_model
 
 PROBS_MODULE = "attn_probs"
 """Name of the identity module through which a built-in ViT passes its attention probabilities."""

@@ -1,6 +1,6 @@
 """A layer's output over many inputs as a feature matrix ``[N, d]``, PCA-reduced when wide.
 
-This is the torch side of a projection: it runs the model. :mod:`core.projection` (the fits)
+This is the torch side of a projection: it runs the model. :mod:`core.projections.fits` (the fits)
 needs no torch, so the fit worker process (:mod:`core.worker`) stays small. Memory stays
 bounded for wide layers over many samples: the PCA is fitted on a sample of rows, then every
 batch is captured and reduced in turn.
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from core.activations import capture, capture_dataset
-from core.projection import MAX_INPUT_DIMS, limited_threads
+from core.projections.fits import MAX_INPUT_DIMS, limited_threads
 
 PCA_FIT_SAMPLES = 5_000
 """:func:`layer_features` fits its PCA on at most this many samples, then streams the rest."""

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.activations import capture
-from core.data import adapt_images
+from core.data.datasets import adapt_images
 
 ORDERS = ("channel", "mean", "max")
 """How a grid orders channels: by index, or by mean or max activation (strongest first)."""

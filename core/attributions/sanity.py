@@ -32,7 +32,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from core.attribution import METHODS, AttributionOptions, attribute
+from core.attributions.methods import METHODS, AttributionOptions, attribute
 from core.hooks import model_lock
 
 SIMILARITY_STATISTIC = "Spearman ρ of |map| with the original"

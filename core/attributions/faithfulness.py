@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.attribution import AttributionOptions, attribute, make_baseline
-from core.evaluation import predict
+from core.attributions.methods import AttributionOptions, attribute, make_baseline
+from core.models.evaluation import predict
 
 RANDOM_ORDERS = 3
 """Random pixel orders averaged into the baseline curves by default; each costs as many

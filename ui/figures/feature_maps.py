@@ -14,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.featuremaps import (
+from core.feature_maps.maps import (
     NONNEGATIVE,
     SIGNED,
     ChannelGrid,
@@ -23,7 +23,7 @@ from core.featuremaps import (
     colour_key,
     colour_scheme,
 )
-from ui.figures import (
+from ui.figures.common import (
     COLOUR_BAR,
     SCHEME_SCALES,
     overlay_figure,

@@ -1,9 +1,10 @@
 """The layer report card: for every layer, how much of the label and each factor it holds.
 
 For one model over held-out samples, layer by layer: linear-probe and k-NN accuracy for the
-label and for each dataset factor (:mod:`core.probes`), and each layer's centred Gram matrix
-for CKA (:mod:`core.similarity`). Running the same on :func:`random_init_model` gives the
-baseline without learning; CKA between two reports compares two runs on the same samples.
+label and for each dataset factor (:mod:`core.projections.probes`), and each layer's centred
+Gram matrix for CKA (:mod:`core.projections.similarity`). Running the same on
+:func:`random_init_model` gives the baseline without learning; CKA between two reports
+compares two runs on the same samples.
 
 Layers are captured a few at a time, as many per forward pass as fit :data:`CAPTURE_BYTES`
 (one pass for a small model, instead of one pass per layer), so memory stays bounded. Wide
@@ -26,9 +27,9 @@ import torch
 from torch import nn
 
 from core.activations import INPUT, LayerInfo, capture, capture_dataset
-from core.models import build_model
-from core.projection import limited_threads
-from core.similarity import centred_gram, cka_matrix
+from core.models.zoo import build_model
+from core.projections.fits import limited_threads
+from core.projections.similarity import centred_gram, cka_matrix
 
 LABEL = "label"
 CAPTURE_BYTES = 256 * 2**20
@@ -127,7 +128,7 @@ def pca_scores(x: np.ndarray, dims: int) -> np.ndarray:
     the top ``dims`` only: the same components as a full SVD, in a fraction of the time for
     the wide-and-short matrices a report probes.
     """
-    import scipy.linalg  # here: seconds to import (see core.projection)
+    import scipy.linalg  # here: seconds to import (see core.projections.fits)
 
     x = np.asarray(x, np.float32).reshape(len(x), -1)
     n, d = x.shape
@@ -195,7 +196,7 @@ def layer_report(
     Returns:
         A :class:`LayerReport`.
     """
-    from core.probes import probe_scores  # scikit-learn: imported when first needed
+    from core.projections.probes import probe_scores  # scikit-learn: imported when first needed
 
     names = tuple(targets)
     n = len(images)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from core.activations import layer_output, model_device
-from core.featuremaps import check_channel
+from core.feature_maps.maps import check_channel
 from core.hooks import model_lock
 
 RANKINGS = ("max", "mean")

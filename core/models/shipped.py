@@ -1,10 +1,11 @@
 """The runs that ship in ``assets/runs``, and the command that regenerates them exactly.
 
-``python -m core.shipped [names]`` retrains each from its config on the CPU (deterministic: the
-weights hash comes out the same), replaces the folder, and stores the results its first views
-need in the folder's ``results/`` (:func:`core.precompute.precompute_run`), so that no view of
-a shipped run computes for long on first open. ``python -m core.shipped --results [names]``
-recomputes only those results, for the weights already there. Per-epoch checkpoints are
+``python -m core.models.shipped [names]`` retrains each from its config on the CPU
+(deterministic: the weights hash comes out the same), replaces the folder, and stores the
+results its first views need in the folder's ``results/``
+(:func:`core.models.precompute.precompute_run`), so that no view of a shipped run computes for
+long on first open. ``python -m core.models.shipped --results [names]`` recomputes only those
+results, for the weights already there. Per-epoch checkpoints are
 float16; with their results, all three runs stay under 10 MB.
 """
 
@@ -16,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.runs import SHIPPED_RUNS, LoadedRun
-from core.train import TrainConfig, train
+from core.models.runs import SHIPPED_RUNS, LoadedRun
+from core.models.train import TrainConfig, train
 
 SHIPPED_CONFIGS = {
     "cnn-shapes": TrainConfig(model="cnn", dataset="shapes", epochs=4, device="cpu"),
@@ -41,7 +42,7 @@ a layer), or only the transformer ``blocks``' outputs (to save space on a deep V
 
 
 def _map_layers(run: LoadedRun, which: str) -> list[str]:
-    from core import precompute
+    from core.models import precompute
 
     layers = precompute.map_layers(run)
     if which == "all":
@@ -56,8 +57,9 @@ def precompute_results(names: list[str] | None = None, target: Path = SHIPPED_RU
 
     Needs the runs' weights in place; computes on the CPU, as the app would.
     """
-    from core import precompute, result_store
-    from core.runs import load_run
+    from core import result_store
+    from core.models import precompute
+    from core.models.runs import load_run
 
     written = []
     for name in names or list(SHIPPED_CONFIGS):

@@ -34,16 +34,16 @@ import platformdirs
 import torch
 from torch import nn
 
-from core.data import Dataset, DatasetInfo, Factor, Splits, adapt_images, split_indices
+from core.data.datasets import Dataset, DatasetInfo, Factor, Splits, adapt_images, split_indices
 from core.device import pick_device
-from core.io import read_json, save_state_dict, state_dict_hash, write_json
-from core.models import build_model
+from core.files import read_json, save_state_dict, state_dict_hash, write_json
+from core.models.zoo import build_model
 
 if TYPE_CHECKING:
-    from core.evaluation import Predictions
-    from core.train import TrainConfig
+    from core.models.evaluation import Predictions
+    from core.models.train import TrainConfig
 
-SHIPPED_RUNS = Path(__file__).resolve().parent.parent / "assets" / "runs"
+SHIPPED_RUNS = Path(__file__).resolve().parents[2] / "assets" / "runs"
 DEFAULT_RUN = "cnn-shapes"
 EVALUATIONS = {
     "test": "the held-out test split (15 % of the images, the same ones every time)",
@@ -309,8 +309,8 @@ def find_run(name: str, roots: list[Path] | None = None) -> Path:
 
 def load_dataset_for(info: RunInfo) -> Dataset:
     """The dataset a run was trained on, regenerated or reloaded from its config."""
-    from core.data import load_dataset
-    from core.folder import load_image_folder
+    from core.data.datasets import load_dataset
+    from core.data.folder import load_image_folder
 
     cfg = info.config
     if cfg["dataset"] == "folder":
@@ -374,7 +374,7 @@ def delete_run(name: str) -> None:
 
 def _uploaded_images(info: RunInfo) -> Path | None:
     """The run's image folder, if it was unpacked from an upload (under the uploads folder)."""
-    from core.uploads import uploads_dir  # here: core.uploads imports this module
+    from core.data.uploads import uploads_dir  # here: core.data.uploads imports this module
 
     folder = info.config.get("dataset_path")
     if info.config.get("dataset") != "folder" or not folder:
@@ -385,7 +385,7 @@ def _uploaded_images(info: RunInfo) -> Path | None:
 
 def combine_predictions(parts: list[Predictions]) -> Predictions:
     """Predictions over several splits as one (e.g. all the images of an imported run)."""
-    from core.evaluation import Predictions
+    from core.models.evaluation import Predictions
 
     labels = np.concatenate([p.labels for p in parts])
     predicted = np.concatenate([p.predicted for p in parts])
@@ -522,11 +522,11 @@ def import_run(
         ValueError: a normalisation for another channel count, or an unknown ``evaluate``.
         Nothing is written when any of these is raised.
     """
-    from core.data import load_dataset
-    from core.evaluation import predict
-    from core.folder import load_image_folder
-    from core.io import load_state_dict
-    from core.models import TORCHVISION_PREFIX
+    from core.data.datasets import load_dataset
+    from core.data.folder import load_image_folder
+    from core.files import load_state_dict
+    from core.models.evaluation import predict
+    from core.models.zoo import TORCHVISION_PREFIX
 
     if evaluate not in EVALUATIONS:
         raise ValueError(f"evaluate must be one of {', '.join(EVALUATIONS)}, not {evaluate!r}.")

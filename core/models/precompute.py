@@ -1,7 +1,7 @@
 """What the app's views compute for a run, one recipe per result, and the results it ships.
 
 The app's cache (``ui/cache.py``) and ``make assets`` (:func:`precompute_run`, through
-``python -m core.shipped --results``) call the same recipes with the same arguments, so a
+``python -m core.models.shipped --results``) call the same recipes with the same arguments, so a
 result read from a run's store (:mod:`core.result_store`) is exactly the one the app would
 compute. Each stored analysis has a version in :data:`VERSIONS`: change a recipe's output and
 bump it, and the old files stop being read.
@@ -23,16 +23,17 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from core import attention as attn
-from core import features as feats
-from core import featurevis as fvis
-from core import projection as proj
-from core import report_card as card
-from core import result_store, topk
+from core import result_store
 from core.activations import INPUT, list_layers
-from core.data import adapt_images, stratified_sample
-from core.evaluation import Predictions, predict
-from core.runs import LoadedRun, RunInfo
+from core.attention import maps as attn
+from core.data.datasets import adapt_images, stratified_sample
+from core.feature_maps import top_examples as topk
+from core.feature_maps import visualisation as fvis
+from core.models.evaluation import Predictions, predict
+from core.models.runs import LoadedRun, RunInfo
+from core.projections import features as feats
+from core.projections import fits as proj
+from core.projections import report_card as card
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]

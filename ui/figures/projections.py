@@ -14,8 +14,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from core.data import named_colours
-from ui.figures import COLOUR_BAR
+from core.data.datasets import named_colours
+from ui.figures.common import COLOUR_BAR
 
 PALETTE = qualitative.Plotly + qualitative.Set2 + qualitative.Pastel1
 TRAINED, RANDOM, CHANCE = "#1f6feb", "#9aa4b2", "#c2c8d0"

@@ -20,7 +20,7 @@ from captum.attr import LayerConductance, LayerIntegratedGradients
 from torch import nn
 
 from core.activations import model_device
-from core.attribution import AttributionOptions, make_baseline
+from core.attributions.methods import AttributionOptions, make_baseline
 from core.hooks import get_module, model_lock
 
 LAYER_METHODS: dict[str, str] = {

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from ui.figures import SEQUENTIAL, overlay_figure, square_image_axes
+from ui.figures.common import SEQUENTIAL, overlay_figure, square_image_axes
 
 ATTENTION_SCALE = [
     [0.0, "rgba(13, 8, 135, 0)"],

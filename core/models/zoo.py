@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.io import load_state_dict
+from core.files import load_state_dict
 
 BUILTIN_ARCHITECTURES = ("cnn", "mlp", "resnet", "vit")
 TORCHVISION_PREFIX = "tv:"

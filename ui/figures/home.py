@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from ui.figures import to_rgb_uint8
+from ui.figures.common import to_rgb_uint8
 
 TITLE_CHARS = 11
 """Class names longer than this are shortened (with "…") in the sample grid's titles."""

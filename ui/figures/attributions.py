@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw
 from plotly.subplots import make_subplots
 
-from ui.figures import DIVERGING, grey_rgb, square_image_axes, to_rgb_uint8
+from ui.figures.common import DIVERGING, grey_rgb, square_image_axes, to_rgb_uint8
 
 SCALE = dict(colorscale=DIVERGING, cmin=-1.0, cmax=1.0, cmid=0.0)
 

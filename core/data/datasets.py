@@ -6,7 +6,7 @@ independently of the label, so a network must learn shape, not colour, and later
 probe each layer for each factor. ``digits`` is scikit-learn's real 8x8 digits.
 ``fashion-mnist`` is read from Debian's ``dataset-fashion-mnist`` package or a torchvision root;
 ``mnist`` and ``cifar10`` come through torchvision from a local root, downloaded only when the
-caller allows it. ``folder`` is a user's image folder or zip (see :mod:`core.folder`).
+caller allows it. ``folder`` is a user's image folder or zip (see :mod:`core.data.folder`).
 
 What can go wrong: a dataset that is not on disk while offline raises
 :class:`DatasetUnavailableError`, whose message says what to install or where to put files.

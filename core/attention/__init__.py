@@ -1,0 +1,1 @@
+"""Attention heads of vision transformers: maps, rollout, head statistics."""

@@ -1,0 +1,1 @@
+"""Which pixels and units drive a prediction, and whether to trust it."""

@@ -1,0 +1,1 @@
+"""Datasets: the built-in ones, image folders and zips, and uploads."""

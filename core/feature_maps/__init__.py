@@ -1,0 +1,1 @@
+"""What single units respond to: channel maps, top-activating examples, feature visualisation."""
