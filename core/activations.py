@@ -28,6 +28,7 @@ import torch
 from numpy.lib.format import open_memmap
 from torch import nn
 
+from core.device import model_device
 from core.hooks import forward_hooks, get_module, model_lock
 
 INPUT = "(input)"
@@ -83,11 +84,6 @@ def first_tensor(output: Any) -> torch.Tensor | None:
     if isinstance(output, list | tuple):
         return next((o for o in output if isinstance(o, torch.Tensor)), None)
     return None
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a model without parameters)."""
-    return next(model.parameters(), torch.empty(0)).device
 
 
 def list_layers(model: nn.Module, input_shape: Sequence[int]) -> list[LayerInfo]:

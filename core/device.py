@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch import nn
 
 
 def pick_device(preferred: str | None = None) -> torch.device:
@@ -27,3 +28,8 @@ def pick_device(preferred: str | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    return next(model.parameters(), torch.empty(0)).device

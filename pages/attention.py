@@ -7,8 +7,8 @@ import streamlit as st
 
 from core.attention.maps import head_table, query_attention
 from ui import cache, state
+from ui.exports import csv_text
 from ui.figures.attention import (
-    csv_text,
     head_statistic_figure,
     overlay_grid,
     query_figure,

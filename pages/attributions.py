@@ -12,16 +12,15 @@ from core.attributions.layer_units import LAYER_METHODS
 from core.attributions.methods import BASELINES, CAM_METHODS, METHODS, SMOOTHING, AttributionOptions
 from core.models.evaluation import CHANCE_WARNING
 from ui import cache, state
+from ui.exports import grid_png, maps_csv, npy_bytes
 from ui.figures.attributions import (
     correlation_figure,
     curves_figure,
-    grid_png,
     map_grid,
-    maps_csv,
     sanity_grid,
     units_bar,
 )
-from ui.figures.common import PLOTLY_CONFIG, image_figure, npy_bytes, overlay_figure
+from ui.figures.common import PLOTLY_CONFIG, image_figure, overlay_figure
 
 selection = state.require_selection()
 run = cache.loaded_run(selection.run)

@@ -13,9 +13,10 @@ from core.activations import LayerInfo
 from core.feature_maps import maps as fmaps
 from core.feature_maps import top_examples as topk
 from core.feature_maps.visualisation import PARAMETERISATIONS, FeatureVisConfig
-from ui import cache, state
+from ui import cache, exports, state
+from ui.exports import npy_bytes
 from ui.figures import feature_maps as figs
-from ui.figures.common import PLOTLY_CONFIG, image_figure, npy_bytes
+from ui.figures.common import PLOTLY_CONFIG, image_figure
 
 PER_PAGE = 64
 TABS = ["Channel maps", "Across depth", "Learned filters", "Top examples", "Feature visualisation"]
@@ -129,7 +130,7 @@ def channel_maps_tab(sample: fmaps.SampleMaps, layer: str, channel: int) -> None
         d1, d2, _ = st.columns([1, 1, 2])
         stem = f"{st.session_state['_run']}_{layer}_maps"
         d1.download_button(
-            "CSV", lambda: figs.grid_csv(activation), f"{stem}.csv", "text/csv",
+            "CSV", lambda: exports.grid_csv(activation), f"{stem}.csv", "text/csv",
             key="fm_csv", icon=":material/download:", help="Every channel: channel,row,col,value.",
         )  # fmt: skip
         d2.download_button(

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.activations import CLS_SUFFIX, Capture, capture_dataset, model_device
+from core.activations import CLS_SUFFIX, Capture, capture_dataset
+from core.device import model_device
 from core.hooks import forward_hooks
 from core.models.zoo import build_model
 

@@ -19,8 +19,8 @@ import torch
 from captum.attr import LayerConductance, LayerIntegratedGradients
 from torch import nn
 
-from core.activations import model_device
 from core.attributions.methods import AttributionOptions, make_baseline
+from core.device import model_device
 from core.hooks import get_module, model_lock
 
 LAYER_METHODS: dict[str, str] = {

@@ -56,7 +56,8 @@ from captum.attr import (
 from captum.log import log_usage
 from torch import nn
 
-from core.activations import list_layers, model_device
+from core.activations import list_layers
+from core.device import model_device
 from core.hooks import forward_hooks, get_module, model_lock
 
 METHODS: dict[str, str] = {

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.activations import layer_output, model_device
+from core.activations import layer_output
+from core.device import model_device
 from core.feature_maps.maps import check_channel
 from core.hooks import model_lock
 

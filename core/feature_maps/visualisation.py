@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.activations import layer_output, model_device
+from core.activations import layer_output
+from core.device import model_device
 from core.feature_maps.maps import check_channel
 from core.hooks import get_module
 

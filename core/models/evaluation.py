@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.activations import model_device
+from core.device import model_device
 from core.hooks import model_lock
 
 CONFIDENCE = 0.95

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from core.activations import capture, capture_dataset
-from core.projections.fits import MAX_INPUT_DIMS, limited_threads
+from core.projections.fits import MAX_INPUT_DIMS
+from core.threads import limited_threads
 
 PCA_FIT_SAMPLES = 5_000
 """:func:`layer_features` fits its PCA on at most this many samples, then streams the rest."""

@@ -28,7 +28,6 @@ are all constant (PCA returns zeros; UMAP raises).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
@@ -37,7 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+
+from core.threads import fit_threads, limited_threads
 
 # scikit-learn and scipy are imported where used: they take seconds to import, and a server's
 # first page (which imports this module through ui.cache) needs neither.
@@ -49,7 +49,6 @@ EXACT_KNN_MAX = 20_000
 """Up to this many points UMAP gets an exact neighbour graph from scikit-learn."""
 
 _umap_lock = threading.Lock()
-_blas_lock = threading.Lock()
 warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
 warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
 
@@ -71,21 +70,6 @@ class Projection:
     input_dims: int
     reduced_dims: int | None
     seconds: float
-
-
-def fit_threads() -> int:
-    """Threads a fit may use: all cores but one, so a torch forward pass keeps a core."""
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
-@contextmanager
-def limited_threads() -> Iterator[None]:
-    """Caps BLAS/OpenMP threads at :func:`fit_threads` for a scikit-learn or numpy fit.
-
-    threadpoolctl's limits are process-wide, so the block is serialised by a lock.
-    """
-    with _blas_lock, threadpool_limits(limits=fit_threads()):
-        yield
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import StandardScaler
 
-from core.projections.fits import limited_threads
+from core.threads import limited_threads
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from torch import nn
 
 from core.activations import INPUT, LayerInfo, capture, capture_dataset
 from core.models.zoo import build_model
-from core.projections.fits import limited_threads
 from core.projections.similarity import centred_gram, cka_matrix
+from core.threads import limited_threads
 
 LABEL = "label"
 CAPTURE_BYTES = 256 * 2**20

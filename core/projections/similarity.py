@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.projections.fits import limited_threads
+from core.threads import limited_threads
 
 
 def centred_gram(x: np.ndarray) -> np.ndarray:

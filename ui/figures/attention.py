@@ -8,8 +8,6 @@ otherwise (a head that spreads its attention thinly would otherwise be invisible
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -295,12 +293,3 @@ def _reference_line(value: float, label: str, layers: int) -> go.Scatter:
         name=f"{label} ({value:.2f})",
         hovertemplate=f"{label}: %{{y:.2f}}<extra></extra>",
     )
-
-
-def csv_text(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows of equal keys as CSV text, with a header."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [])
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()

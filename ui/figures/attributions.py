@@ -8,16 +8,13 @@ washing out the rest.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 
-import matplotlib
 import numpy as np
 import plotly.graph_objects as go
-from PIL import Image, ImageDraw
 from plotly.subplots import make_subplots
 
-from ui.figures.common import DIVERGING, grey_rgb, square_image_axes, to_rgb_uint8
+from ui.figures.common import DIVERGING, grey_rgb, square_image_axes
 
 SCALE = dict(colorscale=DIVERGING, cmin=-1.0, cmax=1.0, cmid=0.0)
 
@@ -71,40 +68,6 @@ def map_grid(
         margin=dict(l=4, r=4, t=40, b=4),
     )
     return fig
-
-
-def grid_png(image: np.ndarray, heats: Sequence[np.ndarray], titles: Sequence[str]) -> bytes:
-    """The input and the maps side by side as a PNG, composed server-side (titles above)."""
-    cmap = matplotlib.colormaps["RdBu_r"]
-    side = 160
-    tiles = [Image.fromarray(to_rgb_uint8(image)).resize((side, side), Image.NEAREST)]
-    grey = grey_rgb(image).astype(np.float32) / 255
-    for heat in heats:
-        colour = cmap((normalised(heat) + 1) / 2)[..., :3]
-        alpha = np.abs(normalised(heat))[..., None] * 0.8
-        blend = (grey * (1 - alpha) + colour * alpha) * 255
-        tiles.append(Image.fromarray(blend.round().astype(np.uint8)).resize((side, side)))
-    canvas = Image.new("RGB", (len(tiles) * (side + 8) + 8, side + 36), "white")
-    draw = ImageDraw.Draw(canvas)
-    for k, (tile, title) in enumerate(zip(tiles, ["input", *titles], strict=True)):
-        x = 8 + k * (side + 8)
-        canvas.paste(tile, (x, 28))
-        draw.text((x, 8), title, fill="black")
-    out = io.BytesIO()
-    canvas.save(out, format="PNG")
-    return out.getvalue()
-
-
-def maps_csv(heats: Mapping[str, np.ndarray]) -> str:
-    """Long-format CSV of maps ``[H, W]``: ``method,y,x,value``."""
-    lines = ["method,y,x,value"]
-    for name, heat in heats.items():
-        ys, xs = np.indices(heat.shape)
-        lines += [
-            f"{name},{y},{x},{v:.6g}"
-            for y, x, v in zip(ys.ravel(), xs.ravel(), heat.ravel(), strict=True)
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def units_bar(per_unit: np.ndarray, top: np.ndarray, unit_name: str = "channel") -> go.Figure:

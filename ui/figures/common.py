@@ -5,8 +5,6 @@ Every figure gets :data:`PLOTLY_CONFIG`, whose mode-bar camera button downloads 
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import plotly.graph_objects as go
 
@@ -111,10 +109,3 @@ def style_image_axes(fig: go.Figure, title: str = "", height: int = 260) -> go.F
         margin=dict(l=4, r=4, t=28 if title else 4, b=4),
     )
     return fig
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    """An array as the bytes of an ``.npy`` file, for a download button."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()

@@ -6,7 +6,6 @@ than one subplot per channel; tiles are separated by gaps of NaN.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from numbers import Real
 
@@ -400,18 +399,3 @@ def objective_figure(values: np.ndarray) -> go.Figure:
         xaxis_title="step",
         yaxis_title="activation",
     )
-
-
-def grid_csv(activation: np.ndarray) -> bytes:
-    """``[C, H, W]`` as CSV rows ``channel,row,col,value``."""
-    c, h, w = activation.shape
-    index = np.indices((c, h, w)).reshape(3, -1).T
-    buffer = io.StringIO()
-    buffer.write("channel,row,col,value\n")
-    np.savetxt(
-        buffer,
-        np.column_stack([index, activation.reshape(-1)]),
-        fmt=["%d", "%d", "%d", "%.6g"],
-        delimiter=",",
-    )
-    return buffer.getvalue().encode()
