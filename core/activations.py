@@ -11,6 +11,11 @@ Values on the CPU leave as zero-copy numpy views.
 :func:`layer_output` runs a model only up to one layer and stops there (with gradients, if the
 caller enables them), for top-k retrieval and feature visualisation.
 
+A module called more than once in a forward pass (torchvision's ``BasicBlock.relu`` runs after
+``bn1`` and again after the residual add) is listed once per call: ``layer4.1.relu`` is its
+first call, ``layer4.1.relu#2`` its second (:data:`CALL_SEP`, :func:`split_call`). Capture,
+pickers and exports use these names like any other.
+
 Over a dataset, :func:`capture_dataset` works batch by batch into preallocated arrays, optionally
 float16 memory-maps on disk, so memory is bounded by one batch of the requested layers.
 """
@@ -29,7 +34,7 @@ from numpy.lib.format import open_memmap
 from torch import nn
 
 from core.device import model_device
-from core.hooks import forward_hooks, get_module, model_lock
+from core.hooks import CALL_SEP, forward_hooks, get_module, model_lock, split_call
 
 INPUT = "(input)"
 """Pseudo-layer name for the model's input pixels ``[N, C, H, W]``."""
@@ -86,21 +91,27 @@ def first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
+def call_name(module: str, call: int) -> str:
+    """The layer name of a module's ``call``-th call in a pass (1: the module's own name)."""
+    return module if call == 1 else f"{module}{CALL_SEP}{call}"
+
+
 def list_layers(model: nn.Module, input_shape: Sequence[int]) -> list[LayerInfo]:
-    """Every module with an output tensor, in ``named_modules()`` order, as a model summary.
+    """Every module call with an output tensor, as a model summary: ``named_modules()`` order,
+    a module's later calls (``name#2``, ...) right after its first.
 
     Args:
         model: any ``nn.Module``.
         input_shape: one input's shape ``(C, H, W)``.
     """
     modules = dict(model.named_modules())
-    shapes: dict[str, tuple[int, ...]] = {}
+    shapes: dict[str, list[tuple[int, ...]]] = {}
 
     def record(name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             tensor = first_tensor(output)
-            if tensor is not None and name not in shapes:
-                shapes[name] = tuple(tensor.shape[1:])
+            if tensor is not None:
+                shapes.setdefault(name, []).append(tuple(tensor.shape[1:]))
 
         return hook
 
@@ -109,14 +120,14 @@ def list_layers(model: nn.Module, input_shape: Sequence[int]) -> list[LayerInfo]
         model(x)
     return [
         LayerInfo(
-            name=n,
+            name=call_name(n, call),
             type=type(m).__name__,
-            output_shape=shapes[n],
-            params=sum(p.numel() for p in m.parameters(recurse=False)),
+            output_shape=shape,
+            params=sum(p.numel() for p in m.parameters(recurse=False)) if call == 1 else 0,
             is_leaf=not any(True for _ in m.children()),
         )
         for n, m in modules.items()
-        if n in shapes
+        for call, shape in enumerate(shapes.get(n, ()), start=1)
     ]
 
 
@@ -135,11 +146,22 @@ def _hooked_pass(
     Outputs of layers in ``overwritten`` are cloned in the hook; the others are kept by reference.
     """
     seen: dict[str, tuple[torch.Tensor, int]] = {}
+    wanted: dict[str, set[int]] = {}
+    for name in names:
+        module, call = split_call(name)
+        wanted.setdefault(module, set()).add(call)
 
-    def keep(name: str) -> Callable[[nn.Module, Any, Any], None]:
+    def keep(module: str) -> Callable[[nn.Module, Any, Any], None]:
+        calls = 0
+
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            nonlocal calls
             tensor = first_tensor(output)
-            if tensor is None or name in seen:
+            if tensor is None:
+                return
+            calls += 1
+            name = call_name(module, calls)
+            if calls not in wanted[module] or name in seen:
                 return
             tensor = tensor.detach()
             if name in overwritten:
@@ -148,7 +170,7 @@ def _hooked_pass(
 
         return hook
 
-    with forward_hooks(model, {n: keep(n) for n in names}), torch.no_grad():
+    with forward_hooks(model, {m: keep(m) for m in wanted}), torch.no_grad():
         logits = model(x)
     return seen, logits
 
@@ -161,8 +183,8 @@ def capture(model: nn.Module, inputs: torch.Tensor | np.ndarray, layers: Sequenc
     Args:
         model: the model, in the mode it should run in (normally eval).
         inputs: ``[N, C, H, W]`` batch, on any device; moved to the model's device.
-        layers: ``named_modules()`` names, :data:`INPUT`, or ``<name> (CLS)`` (token 0 of a
-            token layer, see :data:`CLS_SUFFIX`).
+        layers: ``named_modules()`` names (``name#k``: the module's ``k``-th call),
+            :data:`INPUT`, or ``<name> (CLS)`` (token 0 of a token layer, see :data:`CLS_SUFFIX`).
 
     Returns:
         A :class:`Capture` with ``[N, *shape]`` float32 arrays on the CPU.
@@ -255,8 +277,8 @@ def layer_output(
 ) -> torch.Tensor:
     """The output of ``layer`` for ``inputs``, running the model only up to that layer.
 
-    The pass stops at the layer's first call, so later in-place ops cannot alter the result.
-    Gradients flow if the caller has them enabled.
+    The pass stops at the layer's call (the first, or the ``k``-th for ``name#k``), so later
+    in-place ops cannot alter the result. Gradients flow if the caller has them enabled.
 
     Args:
         model: the model.
@@ -269,12 +291,14 @@ def layer_output(
         The layer's output (or input) ``[N, *shape]``.
     """
     seen: list[torch.Tensor] = []
+    _, call = split_call(layer)
 
     def keep(output: object) -> None:
         tensor = first_tensor(output)
         if tensor is not None:
             seen.append(tensor)
-            raise _Reached
+            if len(seen) == call:
+                raise _Reached
 
     with model_lock(model):
         if before:
@@ -287,6 +311,6 @@ def layer_output(
             pass
         finally:
             handle.remove()
-    if not seen:
+    if len(seen) < call:
         raise ValueError(f"Layer {layer!r} produced no tensor in the forward pass.")
-    return seen[0]
+    return seen[call - 1]

@@ -32,12 +32,33 @@ def model_lock(model: nn.Module) -> threading.RLock:
         return lock
 
 
+CALL_SEP = "#"
+"""``"<module>#<k>"`` names the ``k``-th call of a module called more than once in a pass."""
+
+
+def split_call(name: str) -> tuple[str, int]:
+    """``"layer4.1.relu#2"`` -> ``("layer4.1.relu", 2)``; a plain name is call 1.
+
+    Raises:
+        ValueError: the part after :data:`CALL_SEP` is not a call number >= 1.
+    """
+    module, sep, call = name.rpartition(CALL_SEP)
+    if not sep:
+        return name, 1
+    if not call.isdigit() or int(call) < 1:
+        raise ValueError(
+            f"{name!r}: the part after {CALL_SEP!r} must be a call number (2, 3, ...)."
+        )
+    return module, int(call)
+
+
 def get_module(model: nn.Module, name: str) -> nn.Module:
-    """The submodule called ``name`` in ``named_modules()``.
+    """The submodule called ``name`` in ``named_modules()`` (``name#k``: the same module).
 
     Raises:
         KeyError: no such module; the message lists a few that exist.
     """
+    name = split_call(name)[0]
     modules = dict(model.named_modules())
     if name not in modules:
         close = [n for n in modules if n and (name in n or n in name)][:5] or list(modules)[1:6]

@@ -34,10 +34,11 @@ def resnet18_step_by_step(model: nn.Module, x: torch.Tensor) -> dict[str, torch.
                 identity = keep(f"{p}.downsample", block.downsample(h)) if block.downsample else h
                 y = keep(f"{p}.conv1", block.conv1(h))
                 y = keep(f"{p}.bn1", block.bn1(y))
-                y = torch.relu(y)
+                y = keep(f"{p}.relu", torch.relu(y))
                 y = keep(f"{p}.conv2", block.conv2(y))
                 y = keep(f"{p}.bn2", block.bn2(y))
                 h = keep(p, torch.relu(y + identity))
+                out[f"{p}.relu#2"] = out[p]  # the block's ReLU runs twice: its second call
         h = keep("avgpool", model.avgpool(h))
         keep("fc", model.fc(torch.flatten(h, 1)))
     return out
@@ -57,6 +58,26 @@ def test_resnet18_capture_equals_step_by_step() -> None:
         for name, value in expected.items():
             np.testing.assert_allclose(got.arrays[name], value.numpy(), atol=1e-5, err_msg=name)
     assert (got.arrays["layer1.0.bn2"] < 0).any()  # really the pre-ReLU values
+
+
+def test_a_module_called_twice_is_two_layers() -> None:
+    """torchvision's BasicBlock.relu runs after bn1 and after the residual add: two layers."""
+    from core.activations import layer_output
+
+    torch.manual_seed(0)
+    model = build_model("tv:resnet18", (3, 32, 32), 10)
+    names = [layer.name for layer in list_layers(model, (3, 32, 32))]
+    assert names.index("layer4.1.relu#2") == names.index("layer4.1.relu") + 1
+    assert "layer4.1.relu#3" not in names and "conv1#2" not in names
+    x = torch.rand(2, 3, 32, 32)
+    got = capture(model, x, ["layer4.1.relu", "layer4.1.relu#2", "layer4.1"])
+    np.testing.assert_array_equal(got.arrays["layer4.1.relu#2"], got.arrays["layer4.1"])
+    assert got.arrays["layer4.1.relu"].shape == got.arrays["layer4.1.relu#2"].shape
+    assert not np.allclose(got.arrays["layer4.1.relu"], got.arrays["layer4.1.relu#2"])
+    with torch.no_grad():
+        second = layer_output(model, x, "layer4.1.relu#2")
+    np.testing.assert_allclose(second.numpy(), got.arrays["layer4.1"], atol=1e-6)
+    assert count_hooks(model) == 0
 
 
 def test_capture_input_and_logits() -> None:

@@ -155,7 +155,11 @@ def selected_tab(page: object) -> str:
     [
         ("feature_maps?run=cnn-shapes", {"Layer": "block2.relu2"}, "Top examples"),
         ("projections?run=cnn-shapes", {"Colour by": "colour", "Layer": "block2.relu2"}, None),
-        ("attention?run=vit-shapes", {"Query token": "r1 c0", "Head": "head 2"}, None),
+        (
+            "attention?run=vit-shapes",
+            {"Query token": "patch (row 1, col 2)", "Head": "head 2"},
+            None,
+        ),
         ("attributions?run=cnn-shapes&sample=7", {"Class to explain": "star"}, "Sanity check"),
     ],
 )

@@ -29,9 +29,10 @@ import time
 import warnings
 import weakref
 from collections import Counter
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -56,7 +57,8 @@ from captum.attr import (
 from captum.log import log_usage
 from torch import nn
 
-from core.activations import list_layers
+from core.activations import LayerInfo, list_layers
+from core.analysis import COMPATIBLE, Batch, Compatibility, register
 from core.device import model_device
 from core.hooks import forward_hooks, get_module, model_lock
 
@@ -72,8 +74,12 @@ METHODS: dict[str, str] = {
 }
 """Method name -> the name a reader knows it by."""
 
-BASELINES = ("black", "white", "blur")
-SMOOTHING = ("none", "smoothgrad", "smoothgrad_sq", "vargrad")
+Baseline = Literal["black", "white", "blur"]
+Smoothing = Literal["none", "smoothgrad", "smoothgrad_sq", "vargrad"]
+BASELINES: tuple[str, ...] = get_args(Baseline)
+SMOOTHING: tuple[str, ...] = get_args(Smoothing)
+SMOOTHING_NAMES = {"smoothgrad": "SmoothGrad", "smoothgrad_sq": "SmoothGrad²", "vargrad": "VarGrad"}
+"""Smoothing type -> the name a reader knows it by."""
 CAM_METHODS = ("grad_cam", "guided_grad_cam")
 
 # captum announces, on every call, things this module does on purpose.
@@ -86,40 +92,29 @@ for _message in (
 
 
 @dataclass(frozen=True)
-class AttributionOptions:
-    """How to attribute. Every field has a default that suits a 32x32 or 224x224 input.
+class MethodOptions:
+    """How each method attributes; every analysis of this family takes these fields."""
 
-    Attributes:
-        target: class to explain; ``None``: the model's prediction.
-        baseline: the "absent" input for IG, GradientSHAP, DeepLift and Occlusion:
-            ``black`` (zeros), ``white`` (ones) or ``blur`` (the image, Gaussian-blurred).
-        ig_steps: Integrated Gradients' integration steps.
-        internal_batch_size: inputs per forward/backward pass inside IG, GradientSHAP,
-            Occlusion and NoiseTunnel (bounds memory).
-        occlusion_window: side of the square patch Occlusion replaces; ``None``: ``H // 8``.
-        occlusion_stride: step between patches; ``None``: half the window.
-        shap_samples: GradientSHAP's random points between baseline and input.
-        shap_stdev: standard deviation of the noise GradientSHAP adds to each point.
-        cam_layer: Grad-CAM's layer; ``None``: :func:`default_cam_layer`.
-        smoothing: NoiseTunnel type: ``none``, ``smoothgrad``, ``smoothgrad_sq`` or ``vargrad``.
-        smooth_samples: noisy copies NoiseTunnel averages.
-        smooth_stdev: their noise standard deviation (pixels are in ``[0, 1]``).
-        seed: seed of GradientSHAP's and NoiseTunnel's random draws.
-    """
+    target: int | None = None  # class to explain; None: the model's prediction
+    baseline: Baseline = "black"  # the "absent" input of IG, GradientSHAP, DeepLift, Occlusion
+    ig_steps: int = 32  # Integrated Gradients' integration steps
+    internal_batch_size: int = 16  # inputs per pass inside IG, SHAP, Occlusion, NoiseTunnel
+    occlusion_window: int | None = None  # side of Occlusion's square patch; None: H // 8
+    occlusion_stride: int | None = None  # step between patches; None: half the window
+    shap_samples: int = 16  # GradientSHAP's random points between baseline and input
+    shap_stdev: float = 0.1  # noise GradientSHAP adds to each point
+    cam_layer: str = ""  # Grad-CAM's layer; "": default_cam_layer
+    smoothing: Smoothing = "none"  # NoiseTunnel type (SmoothGrad, SmoothGrad², VarGrad)
+    smooth_samples: int = 8  # noisy copies NoiseTunnel averages
+    smooth_stdev: float = 0.1  # their noise standard deviation (pixels are in [0, 1])
+    seed: int = 0  # seed of GradientSHAP's and NoiseTunnel's random draws
 
-    target: int | None = None
-    baseline: str = "black"
-    ig_steps: int = 32
-    internal_batch_size: int = 16
-    occlusion_window: int | None = None
-    occlusion_stride: int | None = None
-    shap_samples: int = 16
-    shap_stdev: float = 0.1
-    cam_layer: str | None = None
-    smoothing: str = "none"
-    smooth_samples: int = 8
-    smooth_stdev: float = 0.1
-    seed: int = 0
+
+@dataclass(frozen=True)
+class AttributionOptions(MethodOptions):
+    """Which methods map the batch's images, and how (see :class:`MethodOptions`)."""
+
+    methods: tuple[str, ...] = ()  # keys of METHODS; (): every method the model supports
 
 
 @dataclass(frozen=True)
@@ -147,6 +142,25 @@ class Attribution:
         return self.map if self.map.ndim == 2 else self.map.sum(axis=0)
 
 
+@dataclass(frozen=True)
+class AttributionMaps:
+    """Each method's map of each image of a batch.
+
+    Attributes:
+        methods: ``[M]`` keys of :data:`METHODS`.
+        heats: ``[N, M, H, W]`` float32 maps, summed over channels (signed).
+        targets: ``[N]`` int64 the class explained for each image.
+        deltas: ``[N, M]`` Integrated Gradients' convergence error; NaN for other methods.
+        seconds: ``[M]`` wall time of each method over the whole batch.
+    """
+
+    methods: tuple[str, ...]
+    heats: np.ndarray
+    targets: np.ndarray
+    deltas: np.ndarray
+    seconds: np.ndarray
+
+
 def make_baseline(images: torch.Tensor, kind: str) -> torch.Tensor:
     """The "absent" version of ``images [N, C, H, W]``: black, white or blurred."""
     if kind == "black":
@@ -171,26 +185,38 @@ def _token_grid(shape: tuple[int, ...]) -> int | None:
     return None
 
 
-def cam_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[str]:
+def cam_layers(layers: Sequence[LayerInfo]) -> list[str]:
     """Layers Grad-CAM can read: maps ``[C, h, w]`` with ``h >= 2``, or square token grids."""
     return [
         info.name
-        for info in list_layers(model, input_shape)
+        for info in layers
         if (info.spatial and info.output_shape[1] >= 2) or _token_grid(info.output_shape)
     ]
 
 
-def default_cam_layer(model: nn.Module, input_shape: tuple[int, int, int]) -> str | None:
+def default_cam_layer(layers: Sequence[LayerInfo]) -> str | None:
     """The usual Grad-CAM layer: for a transformer the first norm of its last block (the two
     norms after it only feed per-token paths); else the last top-level spatial stage
     (``block3``, ``layer4``) or the last spatial layer; ``None`` if there is none."""
-    infos = list_layers(model, input_shape)
-    norms = [i.name for i in infos if i.type == "LayerNorm" and _token_grid(i.output_shape)]
+    norms = [i.name for i in layers if i.type == "LayerNorm" and _token_grid(i.output_shape)]
     if len(norms) >= 3:
         return norms[-3]
-    spatial = [i.name for i in infos if i.spatial and i.output_shape[1] >= 2]
+    spatial = [i.name for i in layers if i.spatial and i.output_shape[1] >= 2]
     top = [name for name in spatial if "." not in name]
     return (top or spatial or [None])[-1]
+
+
+def cam_compatible(layers: Sequence[LayerInfo]) -> Compatibility:
+    """Whether Grad-CAM and Guided Grad-CAM apply: they need a layer of maps or tokens."""
+    if cam_layers(layers):
+        return COMPATIBLE
+    return Compatibility(False, "Grad-CAM needs a layer with spatial maps or tokens; none here.")
+
+
+def supported_methods(layers: Sequence[LayerInfo]) -> tuple[str, ...]:
+    """The keys of :data:`METHODS` that apply to a model with ``layers``."""
+    cam = bool(cam_compatible(layers))
+    return tuple(m for m in METHODS if cam or m not in CAM_METHODS)
 
 
 def _as_grid(layer_values: torch.Tensor) -> torch.Tensor:
@@ -315,7 +341,7 @@ def distinct_relus(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
 
 
 def _explainer(
-    model: nn.Module, method: str, options: AttributionOptions, input_shape: tuple[int, ...]
+    model: nn.Module, method: str, options: MethodOptions, input_shape: tuple[int, ...]
 ) -> tuple[CaptumAttribution, dict[str, Any]]:
     """The captum object for ``method`` and the keyword arguments its ``attribute`` needs
     (besides inputs and target); baselines are filled in by the caller."""
@@ -344,11 +370,9 @@ def _explainer(
     if method == "guided_backprop":
         return GuidedBackprop(distinct_relus(model, input_shape)), {}
     if method in CAM_METHODS:
-        name = options.cam_layer or default_cam_layer(model, input_shape)
+        name = options.cam_layer or default_cam_layer(list_layers(model, input_shape))
         if name is None:
-            raise ValueError(
-                "Grad-CAM needs a layer with spatial maps or tokens; this model has none."
-            )
+            raise ValueError(cam_compatible([]).reason)
         try:
             layer = get_module(model, name)
         except KeyError as err:
@@ -361,7 +385,7 @@ def _explainer(
 
 
 def attribute(
-    model: nn.Module, image: np.ndarray | torch.Tensor, method: str, options: AttributionOptions
+    model: nn.Module, image: np.ndarray | torch.Tensor, method: str, options: MethodOptions
 ) -> Attribution:
     """Attributes the model's score for one image to its pixels with a captum method.
 
@@ -369,7 +393,7 @@ def attribute(
         model: a classifier returning logits ``[N, K]``, in eval mode.
         image: ``[C, H, W]`` float input, as the model takes it.
         method: a key of :data:`METHODS`.
-        options: method parameters; :class:`AttributionOptions`.
+        options: method parameters; :class:`MethodOptions`.
 
     Returns:
         An :class:`Attribution` (``map`` is ``[C, H, W]``, ``[H, W]`` for Grad-CAM).
@@ -418,3 +442,41 @@ def attribute(
         delta=None if delta is None else float(delta.detach().abs().max()),
         seconds=time.perf_counter() - start,
     )
+
+
+def resolve_methods(model: nn.Module, batch: Batch, methods: tuple[str, ...]) -> tuple[str, ...]:
+    """``methods``, or for ``()`` every method that applies to ``model``."""
+    return methods or supported_methods(list_layers(model, tuple(batch.images.shape[1:])))
+
+
+@register("attributions.maps", family="attributions", title="Attribution maps",
+          options=AttributionOptions)  # fmt: skip
+def attribution_maps(
+    model: nn.Module,
+    batch: Batch,
+    options: AttributionOptions,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> AttributionMaps:
+    """Each method's attribution of each image of ``batch`` (:func:`attribute`, summed over
+    channels); ``progress(done, N * M)`` after each map.
+
+    Raises:
+        ValueError: as :func:`attribute` (the first method or image that fails).
+    """
+    methods = resolve_methods(model, batch, options.methods)
+    n, m = len(batch), len(methods)
+    heats = np.zeros((n, m, *batch.images.shape[2:]), np.float32)
+    targets, deltas, seconds = np.zeros(n, np.int64), np.full((n, m), np.nan), np.zeros(m)
+    for j, method in enumerate(methods):
+        for i, image in enumerate(batch.images):
+            result = attribute(model, image, method, options)
+            heats[i, j], targets[i], seconds[j] = (
+                result.heat,
+                result.target,
+                seconds[j] + result.seconds,
+            )
+            deltas[i, j] = np.nan if result.delta is None else result.delta
+            if progress is not None:
+                progress(j * n + i + 1, n * m)
+    return AttributionMaps(methods, heats, targets, deltas, seconds)

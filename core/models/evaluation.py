@@ -5,13 +5,18 @@ interval (Wilson 1927), which stays inside ``[0, 1]`` and keeps its coverage nea
 the normal approximation collapses to a zero-width interval. It is compared with chance: the
 share of the most frequent label in the same split, what always guessing that class would score.
 
+The registered analysis is :func:`predictions` (``models.predictions``); :func:`predict`, the
+arrays-in building block it calls, also scores the training loop and imported weights.
+
 What can go wrong: an empty split has no accuracy (NaN) and no interval; the chance rate is
-estimated from the split's own labels, so on a tiny split it is itself uncertain.
+estimated from the split's own labels, so on a tiny split it is itself uncertain; images of
+unknown class (label ``-1``, an upload) are left out of the loss, accuracy and confusion.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.analysis import Batch, register
 from core.device import model_device
 from core.hooks import model_lock
 
@@ -56,11 +62,11 @@ class Predictions:
     """Model outputs over a set of ``N`` samples and ``K`` classes.
 
     Attributes:
-        probs: ``[N, K]`` softmax probabilities.
-        predicted: ``[N]`` argmax class.
-        labels: ``[N]`` true class.
-        loss: mean cross-entropy.
-        accuracy: fraction of ``predicted == labels``.
+        probs: ``[N, K]`` float32 softmax probabilities.
+        predicted: ``[N]`` int64 argmax class.
+        labels: ``[N]`` int64 true class (``-1``: unknown).
+        loss: mean cross-entropy over the known labels.
+        accuracy: fraction of ``predicted == labels`` over the known labels.
     """
 
     probs: np.ndarray
@@ -99,6 +105,14 @@ class Predictions:
         """
         return self.n == 0 or self.accuracy_interval[0] <= self.chance_accuracy
 
+    @property
+    def confusion(self) -> np.ndarray:
+        """``[K, K]`` counts over the known labels: row = true class, column = predicted."""
+        k = self.probs.shape[1] if self.probs.ndim == 2 else 0
+        known = np.asarray(self.labels) >= 0
+        cells = np.asarray(self.labels)[known] * k + np.asarray(self.predicted)[known]
+        return np.bincount(cells, minlength=k * k).reshape(k, k)
+
 
 CHANCE_WARNING = (
     "This model is at chance on these images: its accuracy is not clearly above always "
@@ -124,17 +138,53 @@ def accuracy_text(pred: Predictions) -> str:
     return text + ")"
 
 
+@dataclass(frozen=True)
+class PredictionOptions:
+    """Options of :func:`predictions`."""
+
+    batch_size: int = 512  # images per forward pass: bounds memory, never changes the result
+
+
+@register(
+    "models.predictions",
+    family="models",
+    title="Predictions and accuracy",
+    options=PredictionOptions,
+)
+def predictions(
+    model: nn.Module,
+    batch: Batch,
+    options: PredictionOptions,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Predictions:
+    """The model's class probabilities for ``batch`` and its score against the batch's labels.
+
+    Returns:
+        :class:`Predictions` over the batch's ``N`` images: ``probs [N, K]``, ``predicted [N]``,
+        ``labels [N]``, with the accuracy, its interval, chance and the confusion ``[K, K]``.
+    """
+    return predict(model, batch.images, batch.labels, options.batch_size, progress=progress)
+
+
 def predict(
-    model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 512
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int = 512,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Predictions:
     """Runs ``model`` over ``images [N, C, H, W]`` and scores it against ``labels [N]``
-    (``-1``: unknown, left out of the loss and accuracy)."""
+    (``-1``: unknown, left out of the loss and accuracy); ``progress(done, N)`` per pass."""
     device = model_device(model)
     logits = []
     with model_lock(model), torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = torch.as_tensor(images[start : start + batch_size]).to(device)
             logits.append(model(batch).float().cpu())
+            if progress is not None:
+                progress(min(start + batch_size, len(images)), len(images))
     out = torch.cat(logits) if logits else torch.empty(0, 0)
     labels = np.asarray(labels)
     target = torch.as_tensor(labels)
@@ -145,10 +195,3 @@ def predict(
     mask = known.numpy()
     accuracy = float((predicted[mask] == labels[mask]).mean()) if mask.any() else float("nan")
     return Predictions(probs, predicted, np.asarray(labels), loss, accuracy)
-
-
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """``[K, K]`` counts: row = true class, column = predicted class."""
-    return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )

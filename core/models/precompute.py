@@ -25,6 +25,7 @@ import numpy as np
 
 from core import result_store
 from core.activations import INPUT, list_layers
+from core.analysis import Batch
 from core.attention import maps as attn
 from core.data.datasets import adapt_images, stratified_sample
 from core.feature_maps import top_examples as topk
@@ -99,8 +100,7 @@ def cls_layers(run: LoadedRun) -> list[str]:
 
 def report_layers(run: LoadedRun) -> list[str]:
     """The layers the report card covers, shallow to deep (CLS tokens for a ViT)."""
-    layers = list_layers(run.model, run.info.input_shape)
-    return card.depth_layers(layers, tokens=cls_layers(run))
+    return card.report_layers(run.model, run.info.input_shape)
 
 
 def map_layers(run: LoadedRun) -> list[str]:
@@ -171,9 +171,10 @@ def report(
     """The layer report card of ``run`` on ``n`` held-out samples (Gram matrices included)."""
     idx = held_out(run, n, seed)
     data = run.dataset
-    targets = {card.LABEL: data.labels[idx], **{k: v[idx] for k, v in data.factors.items()}}
     model, layers, images = report_model(run, versus)
-    return card.layer_report(model, images[idx], targets, layers, seed=seed, progress=progress)
+    batch = Batch(images[idx], data.labels[idx], {k: v[idx] for k, v in data.factors.items()})
+    options = card.ReportOptions(layers=tuple(layers), seed=seed)
+    return card.layer_report(model, batch, options, progress=progress)
 
 
 def report_args(run: LoadedRun, n: int, versus: str | LoadedRun, seed: int) -> dict[str, Any]:
@@ -187,13 +188,15 @@ def report_grams(
     n: int = REPORT_N,
     versus: str | LoadedRun = "trained",
     seed: int = SEED,
-    cka_samples: int = 500,
+    cka_samples: int = card.CKA_SAMPLES,
     progress: Progress | None = None,
-) -> tuple[list[str], np.ndarray]:
-    """The layers and Gram matrices a report of ``versus`` keeps for CKA, without probing."""
+) -> card.Grams:
+    """The Gram matrices a report of ``versus`` keeps for CKA, without probing."""
     idx = held_out(run, n, seed)[:cka_samples]
     model, layers, images = report_model(run, versus)
-    return layers, card.layer_grams(model, images[idx], layers, progress=progress)
+    batch = Batch(images[idx], run.dataset.labels[idx])
+    options = card.GramOptions(layers=tuple(layers))
+    return card.layer_grams(model, batch, options, progress=progress)
 
 
 def cka_args(run: LoadedRun, n: int, versus: str | LoadedRun | None, seed: int) -> dict[str, Any]:
@@ -219,9 +222,9 @@ def layer_features(
 ) -> feats.LayerFeatures:
     """``layer`` over :func:`projection_samples`, PCA-reduced to <= 50 dims when wider."""
     idx = projection_samples(run, n, seed)
-    return feats.layer_features(
-        run.model, run.dataset.images[idx], layer, seed=seed, progress=progress
-    )
+    batch = Batch(run.dataset.images[idx], run.dataset.labels[idx])
+    options = feats.FeatureOptions(layer, seed=seed)
+    return feats.layer_features(run.model, batch, options, progress=progress)
 
 
 def layers_features(

@@ -3,8 +3,10 @@
 Every builder adapts to the dataset's input shape ``(C, H, W)`` and class count. Module names
 are what ``named_modules()`` gives, and every page refers to a layer by that name, so the
 built-in models name their parts for a reader (``block2.conv1``, ``layer1.0.skip``,
-``blocks.3.attn.attn_probs``). Torchvision models are ``tv:<name>`` (``tv:resnet18``,
-``tv:vit_b_16``); their weights come from a local file or, when online, torchvision's hub.
+``blocks.3.attn.attn_probs``). The built-in ones are registered in
+:data:`BUILTIN_ARCHITECTURES`, each with the line a page shows beside it. Torchvision models
+are ``tv:<name>`` (``tv:resnet18``, ``tv:vit_b_16``); their weights come from a local file
+or, when online, torchvision's hub.
 
 What can go wrong: a weights file for another architecture (:class:`WeightsMismatchError`
 lists the missing, unexpected and mis-shaped keys), a pickle that would run code
@@ -15,6 +17,8 @@ lists the missing, unexpected and mis-shaped keys), a pickle that would run code
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
@@ -23,7 +27,6 @@ from torch import nn
 
 from core.files import load_state_dict
 
-BUILTIN_ARCHITECTURES = ("cnn", "mlp", "resnet", "vit")
 TORCHVISION_PREFIX = "tv:"
 
 
@@ -249,6 +252,47 @@ class SmallViT(nn.Module):
         return self.head(self.norm(x)[:, 0])
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """One built-in architecture: what it is, for a person, and how to build it.
+
+    Attributes:
+        description: one line a page shows beside the name.
+        build: ``build((C, H, W), num_classes)``, a fresh model with random weights.
+    """
+
+    description: str
+    build: Callable[[tuple[int, int, int], int], nn.Module]
+
+
+BUILTIN_ARCHITECTURES: dict[str, Architecture] = {
+    "cnn": Architecture(
+        "TinyVGG-style conv net: three blocks of conv–BN–ReLU ×2 and max-pool",
+        lambda shape, k: TinyCNN(shape[0], k),
+    ),
+    "mlp": Architecture(
+        "fully connected: flatten, two hidden layers",
+        lambda shape, k: MLP(shape[0] * shape[1] * shape[2], k),
+    ),
+    "resnet": Architecture(
+        "small ResNet: three stages of residual blocks with named skip connections",
+        lambda shape, k: SmallResNet(shape[0], k),
+    ),
+    "vit": Architecture(
+        "small vision transformer: 4 blocks × 4 heads over image patches",
+        lambda shape, k: SmallViT(shape, k),
+    ),
+}
+"""The registry of our own architectures, by the name a run's config gives."""
+
+
+def describe(arch: str) -> str:
+    """One line about ``arch`` for a person (a torchvision name says where it comes from)."""
+    if arch in BUILTIN_ARCHITECTURES:
+        return BUILTIN_ARCHITECTURES[arch].description
+    return f"torchvision's {arch.removeprefix(TORCHVISION_PREFIX)}"
+
+
 def torchvision_architectures() -> list[str]:
     """Names of torchvision's classification architectures, as ``tv:<name>``."""
     import torchvision  # here: it pulls in torch._dynamo, seconds that the built-in models skip
@@ -296,15 +340,8 @@ def build_model(
     Returns:
         The model in eval mode, on the CPU.
     """
-    c, h, w = input_shape
-    if arch == "cnn":
-        model: nn.Module = TinyCNN(c, num_classes)
-    elif arch == "mlp":
-        model = MLP(c * h * w, num_classes)
-    elif arch == "resnet":
-        model = SmallResNet(c, num_classes)
-    elif arch == "vit":
-        model = SmallViT(input_shape, num_classes)
+    if arch in BUILTIN_ARCHITECTURES:
+        model = BUILTIN_ARCHITECTURES[arch].build(input_shape, num_classes)
     elif arch.startswith(TORCHVISION_PREFIX):
         name = arch.removeprefix(TORCHVISION_PREFIX)
         if arch not in torchvision_architectures():

@@ -5,6 +5,9 @@ needs no torch, so the fit worker process (:mod:`core.worker`) stays small. Memo
 bounded for wide layers over many samples: the PCA is fitted on a sample of rows, then every
 batch is captured and reduced in turn.
 
+Registered analyses: ``projections.layer_features`` (:func:`layer_features`) and, on top of it,
+the map and across-depth projections (:mod:`core.projections.maps`).
+
 What can go wrong: an unknown layer (``KeyError`` naming the layers that exist).
 """
 
@@ -18,7 +21,9 @@ import torch
 from torch import nn
 
 from core.activations import capture, capture_dataset
+from core.analysis import Batch, register
 from core.projections.fits import MAX_INPUT_DIMS
+from core.projections.report_card import default_layer, report_layers
 from core.threads import limited_threads
 
 PCA_FIT_SAMPLES = 5_000
@@ -64,13 +69,57 @@ class LayerFeatures:
         return FeatureInfo(self.layer_dims, self.pca_dims, self.explained_variance)
 
 
+@dataclass(frozen=True)
+class FeatureOptions:
+    """Which layer :func:`layer_features` reads, and how wide its rows may be."""
+
+    layer: str = ""  # a layer name or INPUT; "": the last layer before the logits
+    max_dims: int = MAX_INPUT_DIMS  # wider layers are PCA-reduced to this
+    seed: int = 0  # PCA's random state
+    batch_size: int = 256  # samples per forward pass
+
+
+def feature_layer(model: nn.Module, batch: Batch, layer: str) -> str:
+    """``layer``, or for ``""`` the default one (:func:`core.projections.report_card.default_layer`)."""
+    return layer or default_layer(report_layers(model, batch.images.shape[1:]))
+
+
+@register(
+    "projections.layer_features",
+    family="projections",
+    title="Layer features",
+    options=FeatureOptions,
+)
 def layer_features(
+    model: nn.Module,
+    batch: Batch,
+    options: FeatureOptions,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> LayerFeatures:
+    """A layer's output over ``batch``, PCA-reduced to ``options.max_dims`` when wider.
+
+    Args:
+        model: the model.
+        batch: ``[N, C, H, W]`` inputs.
+        options: the layer, the width, PCA's seed, the batch size (:class:`FeatureOptions`).
+        progress: called as ``progress(done, total)``.
+
+    Returns:
+        :class:`LayerFeatures` with ``features [N, min(D, max_dims)]``.
+    """
+    layer = feature_layer(model, batch, options.layer)
+    return _stream(
+        model, batch.images, layer, options.max_dims, options.seed, options.batch_size, progress
+    )
+
+
+def _stream(
     model: nn.Module,
     images: np.ndarray | torch.Tensor,
     layer: str,
-    *,
-    max_dims: int = MAX_INPUT_DIMS,
-    seed: int = 0,
+    max_dims: int,
+    seed: int,
     batch_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
 ) -> LayerFeatures:
@@ -80,18 +129,6 @@ def layer_features(
     :data:`PCA_FIT_SAMPLES` samples (evenly spaced; all of them when fewer), then every batch
     is captured and reduced in turn. With ``N <= PCA_FIT_SAMPLES`` the result equals
     ``PCA(max_dims, random_state=seed).fit_transform`` of the flattened layer.
-
-    Args:
-        model: the model.
-        images: ``[N, C, H, W]`` inputs.
-        layer: a layer name, or :data:`core.activations.INPUT`.
-        max_dims: width of the result for wide layers.
-        seed: PCA's random state.
-        batch_size: samples per forward pass.
-        progress: called as ``progress(done, total)``.
-
-    Returns:
-        :class:`LayerFeatures` with ``features [N, min(D, max_dims)]``.
     """
     n = len(images)
 
@@ -187,9 +224,7 @@ def layers_features(
                 def streamed(d: int, t: int, base: int = done) -> None:
                     tell(base + 200 * d / max(t, 1))
 
-                out[layer] = layer_features(
-                    model, images, layer, max_dims=max_dims, seed=seed, progress=streamed
-                )
+                out[layer] = _stream(model, images, layer, max_dims, seed, progress=streamed)
                 done += 200
             continue
 

@@ -13,20 +13,24 @@ report's samples), exactly, through the smaller of the ``[N, N]`` Gram and the `
 covariance matrix. Progress is reported per forward batch and per target, so a caller can stop
 the report between any two (see :mod:`ui.progress`).
 
+Registered analyses: ``projections.layer_report`` (:func:`layer_report`) and
+``projections.layer_grams`` (:func:`layer_grams`).
+
 What can go wrong: a factor with a class of one sample (``ValueError``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from core.activations import INPUT, LayerInfo, capture, capture_dataset
+from core.activations import INPUT, LayerInfo, capture, capture_dataset, list_layers
+from core.analysis import Batch, register
 from core.models.zoo import build_model
 from core.projections.similarity import centred_gram, cka_matrix
 from core.threads import limited_threads
@@ -34,6 +38,12 @@ from core.threads import limited_threads
 LABEL = "label"
 CAPTURE_BYTES = 256 * 2**20
 """Activations kept at once while a report captures its layers (float32, all samples)."""
+PROBE_MAX_DIMS = 64
+"""Layers wider than this are PCA-reduced to it before probing."""
+PROBE_SPLITS = 3
+"""Stratified train/test splits per probe (the error bar is over these)."""
+CKA_SAMPLES = 500
+"""A report keeps the Gram matrices of its first this many samples, for CKA."""
 _DEPTH_TYPES = {"ReLU", "GELU", "SiLU", "Tanh", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
 
 
@@ -48,6 +58,7 @@ class LayerReport:
         knn: ``[L, T, S]`` k-NN test accuracy per split.
         chance: ``[T]`` majority-class accuracy.
         grams: ``[L, M, M]`` centred Gram matrices of the first ``M`` samples, for CKA.
+        max_dims: layers wider than this were PCA-reduced to it before probing.
     """
 
     layers: tuple[str, ...]
@@ -56,6 +67,12 @@ class LayerReport:
     knn: np.ndarray
     chance: np.ndarray
     grams: np.ndarray
+    max_dims: int = PROBE_MAX_DIMS
+
+    @property
+    def n_splits(self) -> int:
+        """Splits per probe (``S``): the error bar is over these."""
+        return int(self.probe.shape[2])
 
     @property
     def has_grams(self) -> bool:
@@ -76,6 +93,39 @@ class LayerReport:
         """The same report without the ``[L, M, M]`` Gram matrices (megabytes), for storing."""
         empty = np.zeros((len(self.layers), 0, 0), np.float32)
         return dataclasses.replace(self, grams=empty)
+
+
+@dataclass(frozen=True)
+class Grams:
+    """The centred Gram matrices of a model's layers over the same samples, for CKA.
+
+    Attributes:
+        layers: layer names (``L``).
+        grams: ``[L, N, N]`` float32.
+    """
+
+    layers: tuple[str, ...]
+    grams: np.ndarray
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How :func:`layer_report` probes (the defaults are the report card's)."""
+
+    layers: tuple[str, ...] = ()  # layers to probe, shallow to deep; (): report_layers(model)
+    n_splits: int = PROBE_SPLITS  # splits per probe: the error bar
+    seed: int = 0  # seed of the splits and the probes
+    max_dims: int = PROBE_MAX_DIMS  # wider layers are PCA-reduced to this before probing
+    cka_samples: int = CKA_SAMPLES  # samples whose Gram matrices are kept (M)
+    capture_bytes: int = CAPTURE_BYTES  # activations held at once (layers captured in groups)
+
+
+@dataclass(frozen=True)
+class GramOptions:
+    """Which layers :func:`layer_grams` summarises."""
+
+    layers: tuple[str, ...] = ()  # layers, shallow to deep; (): report_layers(model)
+    capture_bytes: int = CAPTURE_BYTES  # activations held at once (layers captured in groups)
 
 
 @dataclass(frozen=True)
@@ -110,6 +160,22 @@ def depth_layers(
     if len(names) > limit:
         names = [names[i] for i in np.linspace(0, len(names) - 1, limit).round().astype(int)]
     return list(dict.fromkeys(names))
+
+
+def report_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
+    """:func:`depth_layers` of ``model`` (with its CLS tokens when it is a transformer)."""
+    from core.attention import maps as attn  # the CLS pseudo-layers are named there
+
+    tokens = []
+    if attn.has_attention(model):
+        blocks = dict.fromkeys(site.block for site in attn.attention_sites(model))
+        tokens = [attn.cls_layer_name(block) for block in blocks]
+    return depth_layers(list_layers(model, tuple(input_shape)), tokens=tokens)
+
+
+def default_layer(ladder: Sequence[str]) -> str:
+    """The layer a map shows first: the last of ``ladder`` before the logits."""
+    return ladder[-2] if len(ladder) > 1 else ladder[-1]
 
 
 def random_init_model(
@@ -165,39 +231,37 @@ def _layer_groups(
     return groups
 
 
+@register(
+    "projections.layer_report",
+    family="projections",
+    title="Layer report card",
+    options=ReportOptions,
+)
 def layer_report(
     model: nn.Module,
-    images: np.ndarray,
-    targets: Mapping[str, np.ndarray],
-    layers: Sequence[str],
+    batch: Batch,
+    options: ReportOptions,
     *,
-    n_splits: int = 3,
-    seed: int = 0,
-    max_dims: int = 64,
-    cka_samples: int = 500,
-    capture_bytes: int = CAPTURE_BYTES,
     progress: Callable[[int, int], None] | None = None,
 ) -> LayerReport:
-    """Probes every layer of ``model`` over ``images`` for every target.
+    """Probes every layer of ``model`` over ``batch`` for its label and each of its factors.
 
     Args:
         model: the model (trained, or from :func:`random_init_model`).
-        images: ``[N, C, H, W]`` held-out inputs.
-        targets: name -> ``[N]`` integer classes; ``"label"`` first by convention.
-        layers: layer names (or :data:`core.activations.INPUT`), shallow to deep.
-        n_splits: splits per probe (the error bar).
-        seed: seed of the splits and the probes.
-        max_dims: layers wider than this are PCA-reduced to it before probing.
-        cka_samples: samples whose Gram matrices are kept for CKA (``M``).
-        capture_bytes: activations held at once (layers are captured in groups that fit).
+        batch: ``[N, C, H, W]`` held-out inputs; targets are ``"label"`` then its factors.
+        options: layers, splits, seed, PCA width, CKA samples (:class:`ReportOptions`).
         progress: called as ``progress(done, total)`` after each forward batch and each
             probed target; raising from it stops the report.
 
     Returns:
-        A :class:`LayerReport`.
+        A :class:`LayerReport` (``T = 1 + len(batch.factors)``).
     """
     from core.projections.probes import probe_scores  # scikit-learn: imported when first needed
 
+    images = batch.images
+    targets = {LABEL: np.asarray(batch.labels), **batch.factors}
+    layers = options.layers or tuple(report_layers(model, images.shape[1:]))
+    n_splits, seed, max_dims = options.n_splits, options.seed, options.max_dims
     names = tuple(targets)
     n = len(images)
     probe = np.empty((len(layers), len(names), n_splits), np.float32)
@@ -213,7 +277,7 @@ def layer_report(
 
     tell(0)
     index = 0
-    for group in _layer_groups(model, images, layers, capture_bytes):
+    for group in _layer_groups(model, images, layers, options.capture_bytes):
         share = len(group) * 100
 
         def captured(batch_done: int, batch_total: int, base: int = done, share: int = share):
@@ -223,7 +287,7 @@ def layer_report(
         done += share
         for layer in group:
             raw = arrays.pop(layer).reshape(n, -1)
-            grams.append(centred_gram(raw[:cka_samples]))
+            grams.append(centred_gram(raw[: options.cka_samples]))
             if raw.shape[1] > max_dims:
                 raw = pca_scores(raw, max_dims)
             for j, name in enumerate(names):
@@ -234,25 +298,33 @@ def layer_report(
             index += 1
         del arrays
     chance = np.array([np.bincount(targets[n]).max() / len(targets[n]) for n in names], np.float32)
-    return LayerReport(tuple(layers), names, probe, knn, chance, np.stack(grams))
+    return LayerReport(tuple(layers), names, probe, knn, chance, np.stack(grams), max_dims)
 
 
+@register(
+    "projections.layer_grams",
+    family="projections",
+    title="Gram matrices for CKA",
+    options=GramOptions,
+)
 def layer_grams(
     model: nn.Module,
-    images: np.ndarray,
-    layers: Sequence[str],
+    batch: Batch,
+    options: GramOptions,
     *,
-    capture_bytes: int = CAPTURE_BYTES,
     progress: Callable[[int, int], None] | None = None,
-) -> np.ndarray:
-    """The centred Gram matrices ``[L, N, N]`` of ``layers`` over ``images`` (for CKA only).
+) -> Grams:
+    """The centred Gram matrices ``[L, N, N]`` of the layers over ``batch`` (for CKA only).
 
-    The same matrices :func:`layer_report` keeps, for ``images`` its first ``cka_samples``.
+    The same matrices :func:`layer_report` keeps, for ``batch`` its first ``cka_samples``;
+    :func:`cka_between` compares two models' on the same samples.
     """
+    images = batch.images
+    layers = options.layers or tuple(report_layers(model, images.shape[1:]))
     n = len(images)
     grams: list[np.ndarray] = []
     total = len(layers) * 2
-    for group in _layer_groups(model, images, layers, capture_bytes):
+    for group in _layer_groups(model, images, layers, options.capture_bytes):
         base = len(grams) * 2
 
         def captured(batch_done: int, batch_total: int, base: int = base, size: int = len(group)):
@@ -264,7 +336,7 @@ def layer_grams(
             grams.append(centred_gram(arrays.pop(layer).reshape(n, -1)))
             if progress is not None:
                 progress(len(grams) * 2, total)
-    return np.stack(grams)
+    return Grams(tuple(layers), np.stack(grams))
 
 
 def cka_between(
