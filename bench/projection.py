@@ -72,13 +72,15 @@ def timed(fn) -> tuple[float, float]:
 
 def features(n: int) -> np.ndarray:
     """A real layer: ``head.pool`` of the shipped cnn-shapes over n samples (64 dims)."""
+    from core.analysis import Batch
     from core.data.datasets import stratified_sample
     from core.models import runs
-    from core.projections.features import layer_features
+    from core.projections.features import FeatureOptions, layer_features
 
     run = runs.load_run("cnn-shapes")
     idx = stratified_sample(run.dataset.labels, n, 0)
-    return layer_features(run.model, run.dataset.images[idx], "head.pool", max_dims=64).features
+    batch = Batch(run.dataset.images[idx], run.dataset.labels[idx])
+    return layer_features(run.model, batch, FeatureOptions("head.pool", max_dims=64)).features
 
 
 def main() -> None:

@@ -44,7 +44,10 @@ VIEWS = {
 def _view(view: str, run: str, store: bool = True) -> dict[str, float]:
     """Times one view in this process."""
     logging.disable(logging.WARNING)  # cached calls outside a session warn; that is the point
-    from core.feature_maps.visualisation import FeatureVisConfig
+    from core.analysis import Inputs
+    from core.feature_maps import maps as fmaps
+    from core.feature_maps import top_examples as topk
+    from core.feature_maps import visualisation as fvis
     from core.models import precompute
     from ui import cache
 
@@ -61,12 +64,16 @@ def _view(view: str, run: str, store: bool = True) -> dict[str, float]:
         cache.predictions(run, "test")
         cache.predictions(run, "val")
     elif view == "feature_maps":
-        cache.sample_maps(run, 0)
+        options = fmaps.SampleMapsOptions()
+        cache.analysis(run, "feature_maps.sample_maps", Inputs.sample(0), options)
     elif view == "top_examples":
-        cache.channel_stats(run, "block1.conv1")
-        cache.receptive_field(run, "block1.conv1")
+        stats = topk.ChannelStatsOptions("block1.conv1")
+        cache.analysis(run, "feature_maps.channel_stats", topk.RANKED, stats)
+        field = topk.ReceptiveFieldOptions("block1.conv1")
+        cache.analysis(run, "feature_maps.receptive_field", fmaps.SHAPE_INPUTS, field)
     elif view == "feature_vis":
-        cache.feature_vis(run, "block1.conv1", 0, FeatureVisConfig())
+        options = fvis.FeatureVisOptions("block1.conv1", 0)
+        cache.analysis(run, "feature_maps.feature_vis", fvis.COLOUR_INPUTS, options)
     elif view in ("projection", "projection_layer_change"):
         layer = "head.pool" if view == "projection" else "block2.pool"
         if view == "projection_layer_change":  # the default layer was shown already
@@ -90,8 +97,8 @@ def _view(view: str, run: str, store: bool = True) -> dict[str, float]:
         cache.report_cka(run, 1000)
         cache.report_cka(run, 1000, "random")
     elif view == "attention":
-        cache.sample_attention(run, 0)
-        cache.head_statistics(run)
+        cache.analysis(run, "attention.maps", Inputs.sample(0))
+        cache.analysis(run, "attention.head_statistics", Inputs(split="val"))
     total = time.perf_counter() - start
     return {
         "load_s": round(load, 2),

@@ -142,8 +142,22 @@ def register(
     return decorate
 
 
+FAMILIES = ("models", "feature_maps", "projections", "attention", "attributions")
+"""The family folders of ``core`` that hold analyses."""
+
+
 def analyses(family: str | None = None) -> list[Analysis]:
-    """Every registered analysis (of one family), in registration order."""
+    """Every analysis (of one family), in registration order.
+
+    Imports the family folders' modules first, so the registry is complete whoever asks.
+    """
+    import importlib
+    import pkgutil
+
+    for name in FAMILIES if family is None else (family,):
+        package = importlib.import_module(f"core.{name}")
+        for info in pkgutil.iter_modules(package.__path__, f"core.{name}."):
+            importlib.import_module(info.name)
     return [a for a in REGISTRY.values() if family is None or a.family == family]
 
 

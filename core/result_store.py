@@ -29,6 +29,7 @@ import hashlib
 import importlib
 import json
 import os
+import sys
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -109,15 +110,26 @@ def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
 
 
 def _class(name: str) -> type:
+    """The dataclass ``"module:qualname"`` names; when the module has moved since the result was
+    stored (a refactor), the dataclass of that qualname in a loaded ``core`` module."""
     module, _, qualname = name.partition(":")
     if module.split(".")[0] != _PACKAGE:
         raise TypeError(f"Refusing to build {name}: not a {_PACKAGE} class.")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
-        raise TypeError(f"{name} is not a dataclass.")
-    return obj
+    try:
+        homes = [importlib.import_module(module)]
+    except ImportError:
+        homes = [m for n, m in list(sys.modules.items()) if n.startswith(f"{_PACKAGE}.") and m]
+    for home in homes:
+        obj: Any = home
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if (
+            isinstance(obj, type)
+            and dataclasses.is_dataclass(obj)
+            and obj.__module__ == home.__name__
+        ):
+            return obj
+    raise TypeError(f"{name} is not a dataclass of {_PACKAGE}.")
 
 
 def _decode(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,13 +23,19 @@ from captum.attr import (
 )
 from torch import nn
 
-from core.attributions.layer_units import unit_attribution
+from core.activations import list_layers
+from core.analysis import Batch
+from core.attributions.layer_units import UnitOptions, default_unit_layer, layer_units
 from core.attributions.methods import (
+    CAM_METHODS,
     METHODS,
     AttributionOptions,
     attribute,
+    attribution_maps,
+    cam_compatible,
     default_cam_layer,
     distinct_relus,
+    supported_methods,
 )
 from core.attributions.sanity import randomize_
 from core.hooks import count_hooks
@@ -184,7 +191,7 @@ def test_shared_relus_are_rewritten_for_deeplift() -> None:
 def test_vit_grad_cam_reads_patch_tokens() -> None:
     torch.manual_seed(0)
     vit = build_model("vit", SHAPE, 3)
-    assert default_cam_layer(vit, SHAPE) == "blocks.3.norm1"
+    assert default_cam_layer(list_layers(vit, SHAPE)) == "blocks.3.norm1"
     image = torch.rand(SHAPE)
     # Grad-CAM is rectified, so a class may get an all-zero map; some class must not.
     maps = [attribute(vit, image, "grad_cam", AttributionOptions(target=t)).map for t in range(3)]
@@ -192,18 +199,56 @@ def test_vit_grad_cam_reads_patch_tokens() -> None:
     assert max(np.abs(m).max() for m in maps) > 0
 
 
+def _batch(*images: torch.Tensor) -> Batch:
+    return Batch(torch.stack(images).numpy(), np.full(len(images), -1))
+
+
 def test_layer_attribution_completeness_and_captum(cnn: nn.Module, image: torch.Tensor) -> None:
-    options = AttributionOptions(target=3, ig_steps=64)
-    lig = unit_attribution(cnn, image, "block2", "integrated_gradients", options)
+    options = UnitOptions(target=3, ig_steps=64, layer="block2", top=3)
+    lig = layer_units(cnn, _batch(image), replace(options, method="integrated_gradients"))
     with torch.no_grad():
         gap = float(cnn(image[None])[0, 3] - cnn(torch.zeros(1, *SHAPE))[0, 3])
-    assert abs(float(lig.per_unit.sum()) - gap) == pytest.approx(lig.delta, abs=1e-4)
-    cond = unit_attribution(cnn, image, "block2", "conductance", options)
+    assert abs(float(lig.per_unit.sum()) - gap) == pytest.approx(lig.deltas[0], abs=1e-4)
+    cond = layer_units(cnn, _batch(image, image), options)
     theirs = LayerConductance(cnn, cnn.block2).attribute(
         image[None], torch.zeros(1, *SHAPE), target=3, n_steps=64, internal_batch_size=16
     )
-    np.testing.assert_allclose(cond.values, theirs[0].detach().numpy(), rtol=1e-5, atol=1e-6)
-    assert cond.per_unit.shape == (32,)
-    top = cond.top_units(3)
-    assert np.abs(cond.per_unit[top[0]]) == np.abs(cond.per_unit).max()
+    np.testing.assert_allclose(cond.values[1], theirs[0].detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert cond.per_unit.shape == (2, 32) and cond.targets.tolist() == [3, 3]
+    assert len(cond.top) == 3
+    assert np.abs(cond.per_unit[0, cond.top[0]]) == np.abs(cond.per_unit[0]).max()
     assert count_hooks(cnn) == 0
+
+
+def test_layer_units_default_layer(cnn: nn.Module, image: torch.Tensor) -> None:
+    layers = list_layers(cnn, SHAPE)
+    assert default_unit_layer(layers) == default_cam_layer(layers) == "block3"
+    assert layer_units(cnn, _batch(image), UnitOptions()).layer == "block3"
+    with pytest.raises(ValueError, match="Unknown layer method"):
+        layer_units(cnn, _batch(image), UnitOptions(method="lime"))  # type: ignore[arg-type]
+
+
+def test_maps_of_a_batch_equal_one_call_each(cnn: nn.Module, image: torch.Tensor) -> None:
+    images = (image, image.flip(-1))
+    options = AttributionOptions(target=1, methods=("saliency", "integrated_gradients"))
+    done = []
+    maps = attribution_maps(cnn, _batch(*images), options, progress=lambda i, n: done.append(i))
+    assert maps.heats.shape == (2, 2, *SHAPE[1:]) and done == [1, 2, 3, 4]
+    for i, x in enumerate(images):
+        for j, method in enumerate(options.methods):
+            one = attribute(cnn, x, method, options)
+            np.testing.assert_allclose(maps.heats[i, j], one.heat, rtol=1e-5, atol=1e-6)
+    assert np.isnan(maps.deltas[:, 0]).all() and (maps.deltas[:, 1] >= 0).all()
+    assert maps.targets.tolist() == [1, 1]
+
+
+def test_grad_cam_is_compatible_only_with_maps_or_tokens(cnn: nn.Module) -> None:
+    assert cam_compatible(list_layers(cnn, SHAPE))
+    mlp = build_model("mlp", SHAPE, 4)
+    verdict = cam_compatible(list_layers(mlp, SHAPE))
+    assert not verdict and "spatial maps or tokens" in verdict.reason
+    assert supported_methods(list_layers(mlp, SHAPE)) == tuple(
+        m for m in METHODS if m not in CAM_METHODS
+    )
+    defaults = attribution_maps(mlp, _batch(torch.rand(SHAPE)), AttributionOptions())
+    assert defaults.methods == supported_methods(list_layers(mlp, SHAPE))

@@ -1,4 +1,5 @@
-"""core.models.evaluation: Wilson intervals by hand, chance checks and the accuracy caption."""
+"""core.models.evaluation: Wilson intervals by hand, chance checks, the accuracy caption and
+the registered ``models.predictions`` analysis with its confusion matrix."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from core.models.evaluation import Predictions, accuracy_text, predict, wilson_interval
+from core.analysis import REGISTRY, Batch
+from core.models.evaluation import (
+    PredictionOptions,
+    Predictions,
+    accuracy_text,
+    predict,
+    predictions,
+    wilson_interval,
+)
 
 Z = 1.96
 
@@ -77,3 +86,22 @@ def test_predict_exposes_the_interval() -> None:
     assert pred.at_chance  # three samples prove nothing
     empty = predict(model, images[:0], np.array([], dtype=np.int64))
     assert empty.n == 0 and empty.at_chance and accuracy_text(empty) == "no samples (n = 0)"
+
+
+def test_predictions_analysis_scores_a_batch_exactly() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 3, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(3))  # logits = pixels: the brightest pixel wins
+    pixels = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]]
+    images = np.array(pixels, np.float32)[:, None, None, :]
+    batch = Batch(images, np.array([0, 1, 2, 2, -1]), class_names=("a", "b", "c"))
+    calls: list[tuple[int, int]] = []
+    pred = predictions(
+        model, batch, PredictionOptions(batch_size=2), progress=lambda d, n: calls.append((d, n))
+    )
+    assert REGISTRY["models.predictions"].function is predictions
+    assert pred.predicted.tolist() == [0, 1, 2, 1, 0]
+    assert pred.accuracy == pytest.approx(3 / 4)  # the upload (-1) is left out
+    expected = [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert pred.confusion.tolist() == expected  # row: true class; the upload is left out
+    assert calls == [(2, 5), (4, 5), (5, 5)]

@@ -7,8 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from core.attributions.faithfulness import deletion_insertion, faithfulness, random_pixel_orders
-from core.attributions.methods import AttributionOptions
+from core.analysis import Batch
+from core.attributions.faithfulness import (
+    FaithfulnessOptions,
+    deletion_insertion,
+    faithfulness,
+    random_pixel_orders,
+)
 from core.models.zoo import build_model
 
 CONTRIB = np.array([1.0, 3.0, 0.5, 2.0])  # logit gap per pixel of the 2x2 toy image, raster order
@@ -56,10 +61,8 @@ def test_faithfulness_over_samples() -> None:
     seen = []
     curves = faithfulness(
         model,
-        images,
-        "saliency",
-        AttributionOptions(),
-        steps=8,
+        Batch(images, np.full(3, -1)),
+        FaithfulnessOptions(steps=8),
         progress=lambda i, n: seen.append(i),
     )
     assert curves.deletion.shape == curves.insertion.shape == (3, 9)

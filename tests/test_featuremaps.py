@@ -7,9 +7,16 @@ import pytest
 import torch
 
 from core.activations import capture, layer_output
+from core.analysis import Batch
 from core.feature_maps import maps as fmaps
+from core.feature_maps import weights as fweights
 from core.hooks import count_hooks
 from core.models.zoo import build_model
+
+
+def batch_of(*images: np.ndarray) -> Batch:
+    """Images of unknown class as an analysis batch."""
+    return Batch(np.stack(images), np.full(len(images), -1))
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +28,44 @@ def cnn() -> torch.nn.Module:
 def test_sample_maps_match_a_batch_capture(cnn: torch.nn.Module) -> None:
     image = np.random.default_rng(0).random((3, 16, 16), dtype=np.float32)
     layers = ["block1.conv1", "block2.relu2", "head.fc"]
-    sample = fmaps.sample_maps(cnn, image, (3, 16, 16), layers)
+    other = np.zeros_like(image)
+    options = fmaps.SampleMapsOptions(index=1, layers=tuple(layers))
+    sample = fmaps.sample_maps(cnn, batch_of(other, image), options)
     reference = capture(cnn, image[None], layers)
     for name in layers:
         np.testing.assert_array_equal(sample.arrays[name], reference.arrays[name][0])
-    assert sample.note is None
+    np.testing.assert_array_equal(sample.logits, reference.logits[0])
+    every = fmaps.sample_maps(cnn, batch_of(image), fmaps.SampleMapsOptions())
+    assert "block3.relu2" in every.arrays and "head.fc" in every.arrays
     assert count_hooks(cnn) == 0
 
 
-def test_other_image_size_is_resized_with_a_note(cnn: torch.nn.Module) -> None:
-    sample = fmaps.sample_maps(
-        cnn, np.zeros((1, 40, 40), np.float32), (3, 16, 16), ["block1.conv1"]
+def test_other_image_size_is_resized_with_a_note() -> None:
+    fitted, note = fmaps.fit_input(np.zeros((1, 40, 40), np.float32), (3, 16, 16))
+    assert fitted.shape == (3, 16, 16)
+    assert note is not None and "1×40×40" in note and "3×16×16" in note
+    assert fmaps.fit_input(fitted, (3, 16, 16))[1] is None
+
+
+def test_default_layer_unit_count_and_nan_warning(cnn: torch.nn.Module) -> None:
+    from core.activations import list_layers
+
+    layers = list_layers(cnn, (3, 16, 16))
+    assert fmaps.default_layer(layers) == "block1.conv1"
+    assert fmaps.default_layer(list_layers(build_model("mlp", (1, 8, 8), 3), (1, 8, 8))) == (
+        "flatten"
     )
-    assert sample.image.shape == (3, 16, 16)
-    assert "1×40×40" in sample.note and "3×16×16" in sample.note
+    spatial = [la for la in layers if la.spatial]
+    assert fmaps.default_depth_layers(spatial)[0] == "block1.conv1"
+    assert all(".conv" in name for name in fmaps.default_depth_layers(spatial))
+    assert fmaps.unit_count(np.zeros((5, 2, 2))) == 5
+    assert fmaps.unit_count(np.zeros((9, 7))) == 7
+    activation = np.zeros((4, 2, 2), np.float32)
+    assert fmaps.nan_warning(activation) is None
+    activation[1, 0, 0] = np.nan
+    assert fmaps.nan_warning(activation).startswith("1 of 4 channels contain NaN")
+    assert fmaps.nan_warning(np.array([np.nan, 1.0])).startswith("It contains NaN")
+    assert fmaps.page_count(65) == 2 and fmaps.page_count(64) == 1
 
 
 def test_layer_output_stops_at_the_layer_and_removes_its_hook(cnn: torch.nn.Module) -> None:
@@ -91,7 +122,8 @@ def test_channel_at_input_is_bilinear_upsampling() -> None:
 
 def test_depth_strip_picks_the_strongest_channel_per_layer(cnn: torch.nn.Module) -> None:
     layers = ["block1.relu2", "block2.relu2", "block3.relu2"]
-    sample = fmaps.sample_maps(cnn, np.full((3, 16, 16), 0.5, np.float32), (3, 16, 16), layers)
+    options = fmaps.SampleMapsOptions(layers=tuple(layers))
+    sample = fmaps.sample_maps(cnn, batch_of(np.full((3, 16, 16), 0.5, np.float32)), options)
     strip = fmaps.depth_strip(sample, layers, "max")
     assert [m.shape for m in strip.maps] == [(16, 16), (8, 8), (4, 4)]
     for name, plane, channel in zip(layers, strip.maps, strip.channels, strict=True):
@@ -103,7 +135,8 @@ def test_depth_strip_picks_the_strongest_channel_per_layer(cnn: torch.nn.Module)
 
 
 def test_first_conv_filters_and_mlp_input_weights(cnn: torch.nn.Module) -> None:
-    filters = fmaps.first_conv_filters(cnn)
+    none = fweights.WeightsOptions()
+    filters = fweights.first_conv_filters(cnn, batch_of(np.zeros((3, 16, 16), np.float32)), none)
     assert filters.layer == "block1.conv1" and filters.images.shape == (16, 3, 3, 3)
     np.testing.assert_array_equal(filters.weights, cnn.block1.conv1.weight.detach().numpy())
     peak = np.abs(filters.weights).reshape(16, -1).max(1)
@@ -111,12 +144,23 @@ def test_first_conv_filters_and_mlp_input_weights(cnn: torch.nn.Module) -> None:
         filters.images[:, 0, 0, 0], 0.5 + filters.weights[:, 0, 0, 0] / (2 * peak)
     )
     mlp = build_model("mlp", (1, 8, 8), 3)
-    weights = fmaps.input_weights(mlp, (1, 8, 8))
+    digits = batch_of(np.zeros((1, 8, 8), np.float32))
+    weights = fweights.input_weights(mlp, digits, none)
     assert weights.layer == "fc1" and weights.images.shape == (256, 1, 8, 8)
     np.testing.assert_array_equal(
         weights.weights[5].reshape(-1), mlp.fc1.weight[5].detach().numpy()
     )
     with pytest.raises(ValueError, match="not the"):
-        fmaps.input_weights(cnn, (3, 16, 16))
+        fweights.input_weights(cnn, batch_of(np.zeros((3, 16, 16), np.float32)), none)
     with pytest.raises(ValueError, match="no convolutional"):
-        fmaps.first_conv_filters(mlp)
+        fweights.first_conv_filters(mlp, digits, none)
+
+
+def test_weights_compatibility_says_why_not(cnn: torch.nn.Module) -> None:
+    from core.activations import list_layers
+
+    cnn_layers = list_layers(cnn, (3, 16, 16))
+    mlp_layers = list_layers(build_model("mlp", (1, 8, 8), 3), (1, 8, 8))
+    assert fweights.has_convolution(cnn_layers) and not fweights.reads_pixels(cnn_layers)
+    assert fweights.reads_pixels(mlp_layers)
+    assert "no convolutional layer" in fweights.has_convolution(mlp_layers).reason

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.attention.maps import TokenLayout
+from core.attention.layout import TokenLayout
 from core.data.datasets import SHAPE_FACTORS, named_colours
 from core.feature_maps import maps as fmaps
+from core.feature_maps import weights as fweights
 from ui.figures import attention as attention_figs
 from ui.figures import feature_maps as figs
 from ui.figures import projections as projection_figs
@@ -123,7 +124,7 @@ def test_overlay_strip_and_weights_have_colour_bars_and_keys() -> None:
     assert relu.data[1].zmin == 0 and "viridis" in figs.overlay_key(np.abs(heat))
 
     maps = {"conv": heat[None], "relu": np.abs(heat)[None]}
-    sample = fmaps.SampleMaps(image, maps, np.zeros(2), None)
+    sample = fmaps.SampleMaps(image, maps, np.zeros(2))
     strip = fmaps.depth_strip(sample, ["conv", "relu"], "max")
     fig = figs.depth_strip_figure(strip)
     assert [t.coloraxis for t in fig.data] == ["coloraxis", "coloraxis2"]
@@ -132,10 +133,10 @@ def test_overlay_strip_and_weights_have_colour_bars_and_keys() -> None:
     assert "each map scaled to its own range" in figs.depth_strip_key(strip)
 
     weights = np.random.default_rng(1).normal(size=(4, 1, 3, 3)).astype(np.float32)
-    grey = figs.weights_figure(fmaps.WeightImages("w", weights, fmaps._as_images(weights)))
+    grey = figs.weights_figure(fweights.WeightImages("w", weights, fweights._as_images(weights)))
     assert grey.data[0].showscale and grey.data[0].zmid == 0
     rgb_weights = np.repeat(weights, 3, axis=1)
-    rgb = fmaps.WeightImages("w", rgb_weights, fmaps._as_images(rgb_weights))
+    rgb = fweights.WeightImages("w", rgb_weights, fweights._as_images(rgb_weights))
     assert any(
         getattr(t, "marker", None) and t.marker.showscale for t in figs.weights_figure(rgb).data
     )

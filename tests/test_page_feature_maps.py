@@ -124,3 +124,21 @@ def test_torchvision_resnet18_with_random_weights(resnet18_run: str) -> None:
     show_tab(at, "Top examples")
     show_tab(at, "Across depth")
     assert any(".conv1" in m for m in at.multiselect(key="fm_depth_layers").value)
+
+
+@pytest.mark.parametrize(
+    ("run", "layer", "weights"),
+    [("mlp-digits", "flatten", "First fully connected layer (fc1)"), ("vit-shapes", None, None)],
+)
+def test_mlp_and_vit_open_every_tab(run: str, layer: str | None, weights: str | None) -> None:
+    at = open_page(run=run)
+    if layer is not None:
+        assert at.selectbox(key="fm_layer").value == layer
+    for tab in ("Across depth", "Learned filters", "Top examples", "Feature visualisation"):
+        show_tab(at, tab)
+    at.session_state["fm_tab"] = "Learned filters"
+    at.run()
+    if weights is not None:
+        assert any(weights in s.value for s in at.subheader)
+    else:
+        assert any("First convolution" in s.value for s in at.subheader)

@@ -9,10 +9,18 @@ import pytest
 import torch
 
 from core.activations import INPUT, list_layers
+from core.analysis import Batch
 from core.hooks import count_hooks
 from core.models.zoo import build_model
 from core.projections.probes import probe_scores
-from core.projections.report_card import depth_layers, layer_report, random_init_model
+from core.projections.report_card import (
+    GramOptions,
+    ReportOptions,
+    depth_layers,
+    layer_grams,
+    layer_report,
+    random_init_model,
+)
 
 
 def test_probe_on_logits_reads_the_label() -> None:
@@ -54,9 +62,9 @@ def test_layer_report_shapes_and_the_logits_of_a_trained_like_model() -> None:
     factor = (images[:, 0, 0, 0] > 0.5).astype(np.int64)
     layers = depth_layers(list_layers(model, (1, 4, 4)))
     assert layers == [INPUT, "relu1", "relu2", "head"]
-    report = layer_report(
-        model, images, {"label": labels, "corner": factor}, layers, cka_samples=50
-    )
+    batch = Batch(images, labels, {"corner": factor})
+    report = layer_report(model, batch, ReportOptions(cka_samples=50))
+    assert report.layers == tuple(layers) and report.targets == ("label", "corner")
     assert report.probe.shape == report.knn.shape == (4, 2, 3)
     assert report.grams.shape == (4, 50, 50)
     assert report.probe[-1, 0].mean() > 0.9  # the logits decide the label
@@ -115,13 +123,11 @@ def test_layer_report_is_the_same_captured_in_one_pass_or_layer_by_layer() -> No
     model = build_model("cnn", (3, 16, 16), 3)
     rng = np.random.default_rng(5)
     images = rng.random((60, 3, 16, 16), dtype=np.float32)
-    targets = {"label": np.arange(60) % 3, "other": np.arange(60) % 2}
-    layers = depth_layers(list_layers(model, (3, 16, 16)))
+    batch = Batch(images, np.arange(60) % 3, {"other": np.arange(60) % 2})
+    options = ReportOptions(cka_samples=30)
     calls: list[tuple[int, int]] = []
-    one_pass = layer_report(
-        model, images, targets, layers, cka_samples=30, progress=lambda d, t: calls.append((d, t))
-    )
-    each = layer_report(model, images, targets, layers, cka_samples=30, capture_bytes=1)
+    one_pass = layer_report(model, batch, options, progress=lambda d, t: calls.append((d, t)))
+    each = layer_report(model, batch, ReportOptions(cka_samples=30, capture_bytes=1))
     np.testing.assert_array_equal(one_pass.probe, each.probe)
     np.testing.assert_array_equal(one_pass.knn, each.knn)
     np.testing.assert_allclose(one_pass.grams, each.grams, rtol=1e-5, atol=1e-5)
@@ -129,8 +135,12 @@ def test_layer_report_is_the_same_captured_in_one_pass_or_layer_by_layer() -> No
     assert all(a[0] <= b[0] for a, b in itertools.pairwise(calls))
     stored = one_pass.without_grams()
     assert not stored.has_grams and stored.grams.nbytes == 0
+    assert (stored.n_splits, stored.max_dims) == (3, 64)
     with pytest.raises(ValueError, match="Gram"):
         stored.cka()
+    grams = layer_grams(model, Batch(images[:30], batch.labels[:30]), GramOptions())
+    assert grams.layers == one_pass.layers
+    np.testing.assert_allclose(grams.grams, one_pass.grams, rtol=1e-5, atol=1e-5)
 
 
 def test_a_raising_progress_stops_the_report() -> None:
@@ -144,5 +154,6 @@ def test_a_raising_progress_stops_the_report() -> None:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        layer_report(model, images, {"label": np.arange(40) % 2}, [INPUT, "relu1"], progress=stop)
+        batch = Batch(images, np.arange(40) % 2)
+        layer_report(model, batch, ReportOptions(layers=(INPUT, "relu1")), progress=stop)
     assert len(seen) == 2 and count_hooks(model) == 0

@@ -209,10 +209,12 @@ def test_time_left_comes_from_the_rate_or_the_estimate() -> None:
 def _feature_vis_script() -> None:
     import streamlit as st
 
-    from core.feature_maps.visualisation import FeatureVisConfig
+    from core.feature_maps import visualisation as fvis
     from ui import cache
 
-    result = cache.feature_vis("mlp-digits", "fc1", 3, FeatureVisConfig(steps=16))
+    options = fvis.FeatureVisOptions(layer="fc1", channel=3, steps=16)
+    analysis = "feature_maps.feature_vis"
+    result = cache.analysis("mlp-digits", analysis, fvis.COLOUR_INPUTS, options)
     st.write(f"final {result.final:.4f}")
 
 

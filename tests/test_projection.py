@@ -9,10 +9,12 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from core.activations import INPUT
+from core.analysis import Batch
 from core.hooks import count_hooks
 from core.models.zoo import build_model
-from core.projections import features
+from core.projections import features, maps
 from core.projections import fits as projection
+from core.projections.report_card import default_layer, report_layers
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +75,15 @@ def test_layer_features_streams_and_equals_pca_of_the_layer() -> None:
     torch.manual_seed(0)
     model = build_model("mlp", (1, 8, 8), 3)
     images = np.random.default_rng(0).random((70, 1, 8, 8), dtype=np.float32)
-    result = features.layer_features(model, images, "fc1", max_dims=20, batch_size=32)
+    batch = Batch(images, np.arange(70) % 3)
+    options = features.FeatureOptions("fc1", max_dims=20, batch_size=32)
+    result = features.layer_features(model, batch, options)
     with torch.no_grad():
         full = model.fc1(torch.from_numpy(images).flatten(1)).numpy()
     expected = PCA(n_components=20, random_state=0).fit_transform(full)
     assert (result.layer_dims, result.pca_dims) == (256, 20)
     np.testing.assert_allclose(np.abs(result.features), np.abs(expected), atol=1e-3)
-    narrow = features.layer_features(model, images, INPUT, max_dims=100)
+    narrow = features.layer_features(model, batch, features.FeatureOptions(INPUT, max_dims=100))
     np.testing.assert_array_equal(narrow.features, images.reshape(70, -1))
     assert narrow.pca_dims is None and count_hooks(model) == 0
 
@@ -92,7 +96,8 @@ def test_layers_features_equal_layer_features_one_by_one() -> None:
     together = features.layers_features(model, images, names, max_dims=20)
     apart = features.layers_features(model, images, names, max_dims=20, capture_bytes=1)
     for layer, a, b in zip(names, together, apart, strict=True):
-        one = features.layer_features(model, images, layer, max_dims=20)
+        options = features.FeatureOptions(layer, max_dims=20)
+        one = features.layer_features(model, Batch(images, np.zeros(70, int)), options)
         assert (
             (a.layer_dims, a.pca_dims)
             == (one.layer_dims, one.pca_dims)
@@ -102,3 +107,27 @@ def test_layers_features_equal_layer_features_one_by_one() -> None:
         np.testing.assert_allclose(b.features, one.features, atol=1e-4)
         assert a.info == one.info
     assert count_hooks(model) == 0
+
+
+def test_projection_is_the_fit_of_the_default_layers_features() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), 3)
+    batch = Batch(np.random.default_rng(1).random((40, 1, 8, 8), dtype=np.float32), np.zeros(40))
+    options = maps.ProjectionOptions(method="PCA", seed=2)
+    result = maps.projection(model, batch, options)
+    layer = default_layer(report_layers(model, (1, 8, 8)))
+    x = features.layer_features(model, batch, features.FeatureOptions(layer, seed=2)).features
+    np.testing.assert_array_equal(result.coords, projection.project(x, "PCA", 2, seed=2).coords)
+    assert count_hooks(model) == 0
+
+
+def test_depth_projection_is_project_depth_of_the_ladders_features() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), 3)
+    batch = Batch(np.random.default_rng(2).random((40, 1, 8, 8), dtype=np.float32), np.zeros(40))
+    result = maps.depth_projection(model, batch, maps.DepthOptions())
+    ladder = report_layers(model, (1, 8, 8))
+    x = [f.features for f in features.layers_features(model, batch.images, ladder)]
+    expected = projection.project_depth(x, ladder, "PCA")
+    assert result.layers == tuple(ladder)
+    np.testing.assert_array_equal(result.coords, expected.coords)

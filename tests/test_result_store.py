@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from core import result_store as store
-from core.attention.maps import HeadStatistics, TokenLayout
+from core.attention.layout import TokenLayout
+from core.attention.statistics import HeadStatistics
 from core.models.evaluation import Predictions
 from core.projections.report_card import LayerReport
 
@@ -134,3 +135,19 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     stop.set()
     reader.join()
     assert seen and all(isinstance(s, HeadStatistics) for s in seen)
+
+
+def test_a_result_stored_before_its_class_moved_still_reads(tmp_path: Path) -> None:
+    """Shipped results outlive a refactor that moves a result class to another module."""
+    import json
+
+    result = Predictions(np.eye(2, dtype=np.float32), np.arange(2), np.arange(2), 0.1, 1.0)
+    path = store.save_result(tmp_path, "predictions", {"split": "val"}, "abc", result)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    meta = json.loads(str(arrays["__meta__"][()]))
+    meta["result"]["$dataclass"] = "core.evaluation:Predictions"  # where it used to live
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez_compressed(path, **arrays)
+    loaded = store.load_result(tmp_path, "predictions", {"split": "val"}, "abc", Predictions)
+    assert loaded is not None and loaded.accuracy == 1.0

@@ -9,20 +9,25 @@ import pytest
 import torch
 from torch import nn
 
+from core.analysis import Batch
 from core.attributions import sanity
-from core.attributions.methods import AttributionOptions
 from core.attributions.sanity import (
     FAILS,
     PASSES,
     SIMILARITY_THRESHOLD,
     UNDETERMINED,
     SanityCheck,
-    cascading_randomization,
+    SanityOptions,
     parameter_layers,
     randomize_,
+    sanity_check,
 )
 from core.hooks import count_hooks
 from core.models.zoo import build_model
+
+
+def _batch(image: np.ndarray) -> Batch:
+    return Batch(image[None], np.array([-1]))
 
 
 def test_cascading_randomization_leaves_the_model_alone() -> None:
@@ -31,12 +36,10 @@ def test_cascading_randomization_leaves_the_model_alone() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     image = torch.rand(3, 16, 16).numpy()
     done = []
-    check = cascading_randomization(
+    check = sanity_check(
         model,
-        image,
-        ("saliency", "grad_cam"),
-        AttributionOptions(),
-        max_steps=3,
+        _batch(image),
+        SanityOptions(methods=("saliency", "grad_cam"), steps=3),
         progress=lambda i, n: done.append((i, n)),
     )
     assert check.steps[0] == "original" and len(check.steps) == 4
@@ -48,6 +51,15 @@ def test_cascading_randomization_leaves_the_model_alone() -> None:
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, before[key])
     assert count_hooks(model) == 0
+
+
+def test_default_methods_are_those_the_model_supports() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(3, 8, 8).numpy()
+    mlp = build_model("mlp", (3, 8, 8), 2)
+    check = sanity_check(mlp, _batch(image), SanityOptions(steps=2))
+    assert check.methods == ("saliency", "integrated_gradients", "guided_backprop")
+    assert len(check.steps) == 3
 
 
 def test_parameter_layers_top_first() -> None:
@@ -118,9 +130,8 @@ def test_cascading_verdicts_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
         return SimpleNamespace(heat=heat, target=1)
 
     monkeypatch.setattr(sanity, "attribute", fake_attribute)
-    check = cascading_randomization(
-        model, image, ("saliency", "grad_cam", "guided_backprop"), AttributionOptions()
-    )
+    options = SanityOptions(methods=("saliency", "grad_cam", "guided_backprop"))
+    check = sanity_check(model, _batch(image), options)
     assert check.final_similarity[0] == pytest.approx(1.0)
     assert check.final_similarity[1] == pytest.approx(-1.0)
     assert check.verdicts == (FAILS, PASSES, UNDETERMINED)

@@ -37,7 +37,8 @@ def test_the_shipped_runs_fit_in_ten_megabytes() -> None:
 @pytest.mark.parametrize("name", list(SHIPPED_CONFIGS))
 def test_every_first_view_is_stored(name: str) -> None:
     """What the pages ask for first, with today's recipes and defaults, is found in the store."""
-    from core.attention import maps as attention
+    from core.attention.sites import has_attention
+    from core.attention.statistics import HeadStatistics
     from core.models import precompute
     from core.models.evaluation import Predictions
     from core.models.runs import load_run
@@ -61,7 +62,7 @@ def test_every_first_view_is_stored(name: str) -> None:
         wanted.append(("feature-info", {"layer": layer, "n": n, "seed": 0}, FeatureInfo))
         args = {"layer": layer, "n": n, "method": "UMAP", "dims": 2, "seed": 0}
         wanted.append(("projection", args, Projection))
-    if attention.has_attention(run.model):
-        wanted.append(("head-stats", {"split": "val"}, attention.HeadStatistics))
+    if has_attention(run.model):
+        wanted.append(("head-stats", {"split": "val"}, HeadStatistics))
     missing = [(a, args) for a, args, kind in wanted if precompute.load(run, a, args, kind) is None]
     assert not missing, f"not stored (run make assets RESULTS_ONLY=1): {missing[:3]}"

@@ -7,11 +7,25 @@ import pytest
 import torch
 
 from core.activations import capture
+from core.analysis import Batch
 from core.feature_maps import top_examples as topk
 from core.hooks import count_hooks
 from core.models.zoo import build_model
 
 SHAPE = (3, 32, 32)
+
+
+def batch_of(images: np.ndarray) -> Batch:
+    """Images of unknown class as an analysis batch."""
+    return Batch(images, np.full(len(images), -1))
+
+
+def receptive_field(
+    model: torch.nn.Module, layer: str, shape: tuple[int, ...]
+) -> topk.ReceptiveField:
+    """The registered analysis on one blank image of ``shape``."""
+    blank = batch_of(np.zeros((1, *shape), np.float32))
+    return topk.receptive_field(model, blank, topk.ReceptiveFieldOptions(layer))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +44,8 @@ def images() -> np.ndarray:
 def test_top_k_equals_brute_force(
     cnn: torch.nn.Module, images: np.ndarray, layer: str, ranking: str
 ) -> None:
-    stats = topk.channel_stats(cnn, images, layer, batch_size=16)
+    options = topk.ChannelStatsOptions(layer=layer, batch_size=16)
+    stats = topk.channel_stats(cnn, batch_of(images), options)
     full = capture(cnn, images, [layer]).arrays[layer]
     full = full.reshape(len(full), full.shape[1], -1)
     score = full.max(2) if ranking == "max" else full.mean(2)
@@ -69,14 +84,14 @@ def _hand_rf(layer: str) -> int:
     "layer", ["block1.conv1", "block1.conv2", "block1.pool", "block2.conv1", "block2.pool"]
 )
 def test_receptive_field_matches_the_hand_computation(cnn: torch.nn.Module, layer: str) -> None:
-    rf = topk.receptive_field(cnn, layer, SHAPE)
+    rf = receptive_field(cnn, layer, SHAPE)
     side = _hand_rf(layer)  # 3, 5, 6, 10, 16
     assert rf.size == (side, side)
     assert not rf.covers_image
 
 
 def test_receptive_boxes_and_crops(cnn: torch.nn.Module, images: np.ndarray) -> None:
-    rf = topk.receptive_field(cnn, "block2.conv2", SHAPE)  # 14x14, jump 2, 16x16 map
+    rf = receptive_field(cnn, "block2.conv2", SHAPE)  # 14x14, jump 2, 16x16 map
     boxes = rf.boxes(np.array([[8, 8], [0, 0], [15, 3]]))
     # Map row r of block2.conv2 sees pooled rows r-2..r+2 (two 3x3 convs), so block1 rows
     # 2r-4..2r+5, so input rows 2r-6..2r+7 (two more 3x3 convs), clipped to 0..31.
@@ -87,7 +102,7 @@ def test_receptive_boxes_and_crops(cnn: torch.nn.Module, images: np.ndarray) -> 
     assert [c.shape for c in cut] == [(3, 14, 14), (3, 8, 8), (3, 8, 14)]
     np.testing.assert_array_equal(cut[0], images[0][:, 10:24, 10:24])
     assert rf.size == (14, 14)
-    whole = topk.receptive_field(cnn, "block3.pool", SHAPE)
+    whole = receptive_field(cnn, "block3.pool", SHAPE)
     assert whole.size == (30, 30)  # 36 by hand, clipped by the 32-pixel image at the centre
     assert count_hooks(cnn) == 0
 
@@ -95,8 +110,19 @@ def test_receptive_boxes_and_crops(cnn: torch.nn.Module, images: np.ndarray) -> 
 def test_receptive_field_of_a_resnet_with_skips() -> None:
     model = build_model("tv:resnet18", (3, 64, 64), 4)
     # conv1 7x7/2 -> 7; maxpool 3x3/2 -> 7 + 2*2 = 11; layer1 four 3x3 at jump 4 -> 11 + 32 = 43.
-    assert topk.receptive_field(model, "conv1", (3, 64, 64)).size == (7, 7)
-    assert topk.receptive_field(model, "maxpool", (3, 64, 64)).size == (11, 11)
-    assert topk.receptive_field(model, "layer1", (3, 64, 64)).size == (43, 43)
+    assert receptive_field(model, "conv1", (3, 64, 64)).size == (7, 7)
+    assert receptive_field(model, "maxpool", (3, 64, 64)).size == (11, 11)
+    assert receptive_field(model, "layer1", (3, 64, 64)).size == (43, 43)
     with pytest.raises(ValueError, match="no spatial maps"):
-        topk.receptive_field(model, "fc", (3, 64, 64))
+        receptive_field(model, "fc", (3, 64, 64))
+
+
+def test_default_layers_and_compatibility(cnn: torch.nn.Module, images: np.ndarray) -> None:
+    from core.activations import list_layers
+
+    stats = topk.channel_stats(cnn, batch_of(images[:4]), topk.ChannelStatsOptions())
+    assert stats.layer == "block1.conv1" and stats.maxima.shape == (4, 16)
+    assert receptive_field(cnn, "", SHAPE).layer == "block1.conv1"
+    mlp = build_model("mlp", (1, 8, 8), 3)
+    assert not topk.has_maps(list_layers(mlp, (1, 8, 8)))
+    assert topk.has_maps(list_layers(cnn, SHAPE))

@@ -16,8 +16,10 @@ from safetensors.torch import save_file
 from core.files import state_dict_hash
 from core.models.runs import (
     DEFAULT_RUN,
+    IMAGENET_NORMALIZATION,
     Normalization,
     RunError,
+    chosen_normalization,
     combine_predictions,
     delete_run,
     evaluation_text,
@@ -237,6 +239,9 @@ def test_import_records_normalisation_and_applies_it(isolated_runs: Path, tmp_pa
     )  # the hook leaves the weights alone
     assert parse_normalization("", "") is None
     assert parse_normalization("0.5", "0.25") == Normalization((0.5,), (0.25,))
+    assert chosen_normalization("imagenet", "junk", "") == IMAGENET_NORMALIZATION
+    assert chosen_normalization("none", "junk", "") is None
+    assert chosen_normalization("custom", "0.5", "0.25") == Normalization((0.5,), (0.25,))
     for mean_text, std_text, message in (
         ("0.5", "", "both"),
         ("a, b", "1", "numbers"),

@@ -22,19 +22,18 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import streamlit as st
 
 from core import worker
-from core.activations import Capture, LayerInfo, list_layers
-from core.analysis import Inputs
-from core.attention import maps as attn
+from core.activations import LayerInfo, list_layers
+from core.analysis import REGISTRY, Analysis, Batch, Compatibility, Inputs, analyses
+from core.attention import sites as attention_sites
 from core.data import uploads
+from core.data.datasets import stratified_sample
 from core.feature_maps import maps as fmaps
-from core.feature_maps import top_examples as topk
-from core.feature_maps import visualisation as fvis
 from core.models import precompute as pre
 from core.models import runs
 from core.models.evaluation import Predictions, predict
@@ -44,11 +43,6 @@ from core.projections import fits as proj
 from core.projections import report_card as card
 from ui.progress import Flight, Progress, Results, computed
 
-if TYPE_CHECKING:  # the attributions page's modules (captum) load when that page runs
-    from core.attributions import faithfulness as faith
-    from core.attributions import layer_units as layer_attr
-    from core.attributions import methods as attr
-    from core.attributions import sanity
 T = TypeVar("T")
 
 
@@ -103,8 +97,7 @@ def predictions(name: str, split: str = "val") -> Predictions:
 
 def sample_image(name: str, sample: int) -> np.ndarray:
     """Validation sample ``sample`` of the run as ``[C, H, W]``."""
-    run = loaded_run(name)
-    return run.dataset.images[run.splits.val[sample]]
+    return input_image(name, Inputs.sample(sample))
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
@@ -158,83 +151,70 @@ def _image(name: str, mtime: float, inputs: Inputs) -> np.ndarray:
     return run.dataset.images[run.splits.val[inputs.indices[0]]]
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _sample_maps(name: str, mtime: float, inputs: Inputs) -> fmaps.SampleMaps:
+def batch(name: str, inputs: Inputs) -> Batch:
+    """The images ``inputs`` names, as an analysis batch (an upload's label is unknown: -1)."""
+    return _batch(name, run_mtime(name), inputs)
+
+
+def _batch(name: str, mtime: float, inputs: Inputs) -> Batch:
     run = _loaded_run(name, mtime)
-    names = [layer.name for layer in _layers(name, mtime)]
-    image = _image(name, mtime, inputs)
-    return fmaps.sample_maps(run.model, image, run.info.input_shape, names)
+    classes = run.info.dataset.class_names
+    if inputs.upload:
+        return Batch(_image(name, mtime, inputs)[None], np.array([-1]), class_names=classes)
+    splits, data = run.splits, run.dataset
+    named = {"held_out": np.concatenate([splits.val, splits.test]), "all": np.arange(len(data))}
+    idx = named[inputs.split] if inputs.split in named else getattr(splits, inputs.split)
+    if inputs.indices is not None:
+        idx = idx[list(inputs.indices)]
+    elif inputs.n is not None:
+        idx = idx[stratified_sample(data.labels[idx], inputs.n, inputs.seed)]
+    chosen = data.subset(idx)
+    return Batch(chosen.images, chosen.labels, chosen.factors, classes)
 
 
-def sample_maps(name: str, inputs: Inputs) -> fmaps.SampleMaps:
-    """Every layer's output for the one image ``inputs`` names, from one forward pass."""
-    return _sample_maps(name, run_mtime(name), inputs)
+_RESULTS: Results[Any] = Results("analyses", 256)
+_STORED: dict[str, tuple[str, Callable[[Inputs, Any], dict[str, Any] | None]]] = {
+    "feature_maps.feature_vis": ("feature-vis", lambda i, o: {"inputs": i, "options": o}),
+    "attention.head_statistics": (  # a whole split, default options: make assets ships it
+        "head-stats",
+        lambda i, o: {"split": i.split} if i == Inputs(split=i.split) and o == type(o)() else None,
+    ),
+}
+"""Analyses kept in the run's result store: name -> (stored name, key of these inputs and
+options, ``None``: not stored). The shipped runs' store is written by ``make assets``."""
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _weight_images(name: str, mtime: float, kind: str) -> fmaps.WeightImages:
-    run = _loaded_run(name, mtime)
-    if kind == "filters":
-        return fmaps.first_conv_filters(run.model)
-    return fmaps.input_weights(run.model, run.info.input_shape)
+def registered(analysis: str) -> Analysis:
+    """The registered analysis ``analysis`` (``"<family>.<name>"``), its family imported first."""
+    if analysis not in REGISTRY:
+        analyses(analysis.split(".")[0])
+    return REGISTRY[analysis]
 
 
-def weight_images(name: str, kind: str) -> fmaps.WeightImages:
-    """``filters``: the first conv's filters; ``inputs``: an MLP's first-layer weights."""
-    return _weight_images(name, run_mtime(name), kind)
+def analysis(name: str, analysis: str, inputs: Inputs, options: Any = None, label: str = "") -> Any:
+    """Registered ``analysis`` of run ``name`` with ``options`` (``None``: its defaults) on the
+    images ``inputs`` names: the one cached call every page uses.
 
-
-_CHANNEL_STATS: Results[topk.ChannelStats] = Results("channel stats", 16)
-
-
-def channel_stats(name: str, layer: str) -> topk.ChannelStats:
-    """Every channel's max, peak and mean for each validation sample of the run."""
-    mtime = run_mtime(name)
-    run = _loaded_run(name, mtime)  # here: computations run in a thread without a session
-
-    def compute(progress: Progress) -> topk.ChannelStats:
-        return pre.channel_stats(run, layer, progress=progress)
-
-    label = f"Ranking the validation split for {layer}"
-    return computed(_CHANNEL_STATS, (name, mtime, layer), compute, label)
-
-
-@st.cache_resource(max_entries=32, show_spinner="Measuring receptive fields…")
-def _receptive_field(name: str, mtime: float, layer: str) -> topk.ReceptiveField:
-    run = _loaded_run(name, mtime)
-    return topk.receptive_field(run.model, layer, run.info.input_shape)
-
-
-def receptive_field(name: str, layer: str) -> topk.ReceptiveField:
-    """Which input pixels each position of ``layer``'s maps sees."""
-    return _receptive_field(name, run_mtime(name), layer)
-
-
-_FEATURE_VIS: Results[fvis.FeatureVis] = Results("feature visualisation", 64)
-
-
-def feature_vis(
-    name: str, layer: str, channel: int, config: fvis.FeatureVisConfig
-) -> fvis.FeatureVis:
-    """An input synthesised to excite ``layer``'s ``channel`` (colour basis from the run's data).
-
-    Drawn with a progress bar (steps, time left) where it is called; Stop interrupts it.
+    Computed once per process and key, with a progress bar (``label``, else the analysis's
+    title) where it is called when slow; Stop interrupts it and keeps nothing. Analyses of
+    :data:`_STORED` are read from the run's result store first. ``ValueError`` from ``core``
+    (a method that does not apply, a bad layer) reaches the caller.
     """
+    spec = registered(analysis)
+    options = spec.options() if options is None else options
     mtime = run_mtime(name)
     run = _loaded_run(name, mtime)
 
-    def compute(progress: Progress) -> fvis.FeatureVis:
-        args = {"layer": layer, "channel": channel, "config": config}
-        return _stored(
-            run,
-            "feature-vis",
-            args,
-            fvis.FeatureVis,
-            lambda: pre.feature_vis(run, layer, channel, config, lambda s, n, _v: progress(s, n)),
-        )
+    def compute(progress: Progress) -> Any:
+        def result() -> Any:
+            return spec.function(run.model, _batch(name, mtime, inputs), options, progress=progress)
 
-    label = f"Optimising an input for channel {channel} of {layer}"
-    return computed(_FEATURE_VIS, (name, mtime, layer, channel, config), compute, label)
+        stored, key_of = _STORED.get(analysis, ("", lambda i, o: None))
+        args = key_of(inputs, options)
+        return result() if args is None else _stored(run, stored, args, object, result)
+
+    key = (name, mtime, analysis, inputs, options)
+    return computed(_RESULTS, key, compute, label or spec.title)
 
 
 # --- projections and the layer report card -----------------------------------------------------
@@ -353,20 +333,8 @@ def _layer_features_with(
     return result
 
 
-def layer_features(name: str, layer: str, n: int, seed: int = 0) -> feats.LayerFeatures:
-    """``layer`` over :func:`projection_samples`, PCA-reduced to <= 50 dims when wider."""
-    mtime = run_mtime(name)
-    key = (name, mtime, layer, n, seed)
-    run = _loaded_run(name, mtime)
-
-    def compute(progress: Progress) -> feats.LayerFeatures:
-        return _layer_features_with(run, mtime, layer, n, seed, progress)
-
-    return computed(_FEATURES, key, compute, f"Capturing {layer} for {n:,} samples")
-
-
 def feature_info(name: str, layer: str, n: int, seed: int = 0) -> feats.FeatureInfo:
-    """The width of ``layer``, and of its PCA reduction, as in :func:`layer_features` (stored
+    """The width of ``layer`` over :func:`projection_samples`, and of its PCA reduction (stored
     for the shipped runs' default views, so it needs no forward pass there)."""
     mtime = run_mtime(name)
     key = (name, mtime, layer, n, seed)
@@ -560,7 +528,7 @@ def depth_projection(
 # --- the layer report card -----------------------------------------------------------------------
 
 _REPORTS: Results[card.LayerReport] = Results("layer report", 16)
-_GRAMS: Results[tuple[list[str], np.ndarray]] = Results("Gram matrices", 4)
+_GRAMS: Results[card.Grams] = Results("Gram matrices", 4)
 _CKAS: Results[card.CKA] = Results("CKA", 32)
 
 
@@ -569,7 +537,7 @@ def report_layers(name: str) -> list[str]:
     return card.depth_layers(layers(name), tokens=cls_layers(name))
 
 
-def _versus(name: str, versus: str) -> str | LoadedRun:
+def _versus(versus: str) -> str | LoadedRun:
     return versus if versus in ("trained", "random") else loaded_run(versus)
 
 
@@ -588,7 +556,7 @@ def report(name: str, n: int = 1000, versus: str = "trained", seed: int = 0) -> 
     """
     mtime = run_mtime(name)
     key = (name, mtime, n, *_versus_key(versus), seed)
-    run, model = _loaded_run(name, mtime), _versus(name, versus)
+    run, model = _loaded_run(name, mtime), _versus(versus)
 
     def compute(progress: Progress) -> card.LayerReport:
         args = pre.report_args(run, n, model, seed)
@@ -596,7 +564,7 @@ def report(name: str, n: int = 1000, versus: str = "trained", seed: int = 0) -> 
         if found is not None:
             return found
         full = pre.report(run, n, model, seed, progress=progress)
-        _GRAMS.put(key, (list(full.layers), full.grams))
+        _GRAMS.put(key, card.Grams(full.layers, full.grams))
         result = full.without_grams()
         if not run.info.shipped:
             pre.save(run, "report", args, result)
@@ -609,17 +577,12 @@ def report(name: str, n: int = 1000, versus: str = "trained", seed: int = 0) -> 
 
 
 def _grams(
-    run: LoadedRun,
-    mtime: float,
-    n: int,
-    versus: str,
-    model: str | LoadedRun,
-    seed: int,
-    progress: Progress,
-) -> tuple[list[str], np.ndarray]:
+    run: LoadedRun, mtime: float, n: int, versus: str, seed: int, progress: Progress
+) -> card.Grams:
     key = (run.info.name, mtime, n, *_versus_key(versus), seed)
+    model = _versus(versus)
 
-    def compute(inner: Progress) -> tuple[list[str], np.ndarray]:
+    def compute(inner: Progress) -> card.Grams:
         return pre.report_grams(run, n, model, seed, progress=inner)
 
     return _GRAMS.compute(key, compute, label="Gram matrices", report=_forward(progress))
@@ -629,12 +592,12 @@ def report_cka(name: str, n: int = 1000, versus: str | None = None, seed: int = 
     """Linear CKA between the report card's layers of run ``name`` and those of ``versus``.
 
     ``versus``: ``None`` (the run against itself), ``"random"`` (random init) or another run's
-    name (fed this run's samples). Same samples as :func:`report` (its first 500).
+    name (fed this run's samples). Same samples as :func:`report` (its first ``CKA_SAMPLES``).
     """
     mtime = run_mtime(name)
     key = (name, mtime, n, *_versus_key(versus), seed)
     run = _loaded_run(name, mtime)
-    other = None if versus is None else _versus(name, versus)
+    other = None if versus is None else _versus(versus)
 
     def compute(progress: Progress) -> card.CKA:
         args = pre.cka_args(run, n, other, seed)
@@ -642,16 +605,9 @@ def report_cka(name: str, n: int = 1000, versus: str | None = None, seed: int = 
         if found is not None:
             return found
         progress(0, 1000)
-        half = 0.5 if versus is not None else 1.0
-        layers_a, grams_a = _grams(
-            run, mtime, n, "trained", "trained", seed, _part(progress, 0, half)
-        )
-        if versus is None:
-            result = card.cka_between(layers_a, grams_a)
-        else:
-            assert other is not None
-            layers_b, grams_b = _grams(run, mtime, n, versus, other, seed, _part(progress, half, 1))
-            result = card.cka_between(layers_a, grams_a, layers_b, grams_b)
+        a = _grams(run, mtime, n, "trained", seed, _part(progress, 0, 1 if versus is None else 0.5))
+        b = None if versus is None else _grams(run, mtime, n, versus, seed, _part(progress, 0.5, 1))
+        result = card.cka_between(a, b)
         if not run.info.shipped:
             pre.save(run, "cka", args, result)
         return result
@@ -664,188 +620,24 @@ def report_cka(name: str, n: int = 1000, versus: str | None = None, seed: int = 
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _architecture_has_attention(arch: str, input_shape: tuple[int, int, int]) -> bool:
-    return attn.architecture_has_attention(arch, input_shape)
+def _attention_compatibility(arch: str, input_shape: tuple[int, int, int]) -> Compatibility:
+    return attention_sites.architecture_compatibility(arch, input_shape)
 
 
-def run_has_attention(name: str) -> bool:
-    """Whether the run's model has attention layers (decided without loading its weights)."""
+def run_has_attention(name: str) -> Compatibility:
+    """Whether the run's model has attention layers, and why not (true when it has; decided
+    without loading its weights)."""
     info = next((r for r in run_list() if r.name == name), None)
-    return info is not None and _architecture_has_attention(info.arch, tuple(info.input_shape))
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _cls_layers(name: str, mtime: float) -> list[str]:
-    sites = attn.attention_sites(_loaded_run(name, mtime).model)
-    return [attn.cls_layer_name(block) for block in dict.fromkeys(s.block for s in sites)]
+    if info is None:
+        return Compatibility(False, f"There is no run called {name}.")
+    return _attention_compatibility(info.arch, tuple(info.input_shape))
 
 
 def cls_layers(name: str) -> list[str]:
     """``"<block> (CLS)"`` pseudo-layers of a ViT run, shallow to deep (empty for other runs)."""
-    return _cls_layers(name, run_mtime(name)) if run_has_attention(name) else []
+    return pre.cls_layers(loaded_run(name)) if run_has_attention(name) else []
 
 
 def attention_runs() -> list[str]:
     """Names of the runs whose model has attention layers."""
     return [r.name for r in run_list() if run_has_attention(r.name)]
-
-
-@st.cache_resource(max_entries=32, show_spinner="Reading attention…")
-def _sample_attention(
-    name: str, mtime: float, inputs: Inputs
-) -> tuple[attn.AttentionMaps, np.ndarray]:
-    run = _loaded_run(name, mtime)
-    maps = attn.capture_attention(run.model, _image(name, mtime, inputs)[None])
-    return maps, attn.attention_rollout(maps.probs[0])
-
-
-def sample_attention(name: str, inputs: Inputs) -> tuple[attn.AttentionMaps, np.ndarray]:
-    """The attention maps (N = 1) of the image ``inputs`` names, and rollout ``[layers, T, T]``."""
-    return _sample_attention(name, run_mtime(name), inputs)
-
-
-_HEAD_STATS: Results[attn.HeadStatistics] = Results("head statistics", 8)
-
-
-def head_statistics(name: str, split: str = "val") -> attn.HeadStatistics:
-    """Mean attention distance, entropy and extra-token share of every head over a split."""
-    mtime = run_mtime(name)
-    run = _loaded_run(name, mtime)
-
-    def compute(progress: Progress) -> attn.HeadStatistics:
-        return _stored(
-            run,
-            "head-stats",
-            {"split": split},
-            attn.HeadStatistics,
-            lambda: pre.head_statistics(run, split, progress=progress),
-        )
-
-    label = f"Measuring every head over the {split} split"
-    return computed(_HEAD_STATS, (name, mtime, split), compute, label)
-
-
-@st.cache_resource(max_entries=8, show_spinner="Reading the CLS token of every block…")
-def _cls_tokens(name: str, mtime: float, split: str, n: int | None) -> Capture:
-    run = _loaded_run(name, mtime)
-    return attn.cls_tokens(run.model, run.dataset.images[getattr(run.splits, split)[:n]])
-
-
-def cls_tokens(name: str, split: str = "val", n: int | None = None) -> Capture:
-    """The CLS token after every block over the first ``n`` samples of a split, one "layer"
-    per block named ``"<block> (CLS)"`` with arrays ``[N, dim]`` (read-only, shared)."""
-    return _cls_tokens(name, run_mtime(name), split, n)
-
-
-# --- attributions ------------------------------------------------------------------------------
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _cam_layers(name: str, mtime: float) -> tuple[list[str], str | None]:
-    from core.attributions import methods as attr
-
-    run = _loaded_run(name, mtime)
-    shape = run.info.input_shape
-    return attr.cam_layers(run.model, shape), attr.default_cam_layer(run.model, shape)
-
-
-def cam_layers(name: str) -> tuple[list[str], str | None]:
-    """Layers Grad-CAM can read in the run's model, and the default one (``None``: none)."""
-    return _cam_layers(name, run_mtime(name))
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
-def _attribution(
-    name: str, mtime: float, inputs: Inputs, method: str, options: attr.AttributionOptions
-) -> attr.Attribution:
-    from core.attributions import methods as attr
-
-    run = _loaded_run(name, mtime)
-    return attr.attribute(run.model, _image(name, mtime, inputs), method, options)
-
-
-def attribution(
-    name: str, inputs: Inputs, method: str, options: attr.AttributionOptions
-) -> attr.Attribution:
-    """One method's attribution of the image ``inputs`` names."""
-    return _attribution(name, run_mtime(name), inputs, method, options)
-
-
-@st.cache_data(max_entries=64, show_spinner="Attributing the prediction to the layer's units…")
-def _unit_attribution(
-    name: str,
-    mtime: float,
-    inputs: Inputs,
-    layer: str,
-    method: str,
-    options: attr.AttributionOptions,
-) -> layer_attr.UnitAttribution:
-    run = _loaded_run(name, mtime)
-    image = _image(name, mtime, inputs)
-    from core.attributions import layer_units as layer_attr
-
-    return layer_attr.unit_attribution(run.model, image, layer, method, options)
-
-
-def unit_attribution(
-    name: str, inputs: Inputs, layer: str, method: str, options: attr.AttributionOptions
-) -> layer_attr.UnitAttribution:
-    """Layer Conductance / Layer IG of ``layer``'s units for the image ``inputs`` names."""
-    return _unit_attribution(name, run_mtime(name), inputs, layer, method, options)
-
-
-@st.cache_data(max_entries=16, show_spinner="Randomising the model from the top, layer by layer…")
-def _sanity_check(
-    name: str,
-    mtime: float,
-    inputs: Inputs,
-    methods: tuple[str, ...],
-    options: attr.AttributionOptions,
-    steps: int,
-) -> sanity.SanityCheck:
-    run = _loaded_run(name, mtime)
-    image = _image(name, mtime, inputs)
-    from core.attributions import sanity
-
-    return sanity.cascading_randomization(run.model, image, methods, options, max_steps=steps)
-
-
-def sanity_check(
-    name: str,
-    inputs: Inputs,
-    methods: tuple[str, ...],
-    options: attr.AttributionOptions,
-    steps: int,
-) -> sanity.SanityCheck:
-    """The cascading-randomisation sanity check of ``methods`` on the image ``inputs`` names."""
-    return _sanity_check(name, run_mtime(name), inputs, methods, options, steps)
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _faithfulness(
-    name: str,
-    mtime: float,
-    inputs: Inputs,
-    method: str,
-    options: attr.AttributionOptions,
-    steps: int,
-) -> faith.FaithfulnessCurves:
-    run = _loaded_run(name, mtime)
-    if inputs.upload:
-        images = _image(name, mtime, inputs)[None]
-    else:
-        images = run.dataset.images[run.splits.val[list(inputs.indices)]]
-    from core.attributions import faithfulness as faith
-
-    return faith.faithfulness(run.model, images, method, options, steps=steps)
-
-
-def faithfulness(
-    name: str,
-    inputs: Inputs,
-    method: str,
-    options: attr.AttributionOptions,
-    steps: int,
-) -> faith.FaithfulnessCurves:
-    """Deletion/insertion curves of ``method`` on the images ``inputs`` names."""
-    return _faithfulness(name, run_mtime(name), inputs, method, options, steps)

@@ -88,3 +88,34 @@ def grid_png(image: np.ndarray, heats: Sequence[np.ndarray], titles: Sequence[st
     out = io.BytesIO()
     canvas.save(out, format="PNG")
     return out.getvalue()
+
+
+def long_csv(values: np.ndarray, axes: Sequence[tuple[str, Sequence[Any]]], value: str) -> str:
+    """An array as long-format CSV: one row per cell, its label on each axis, then its value.
+
+    Args:
+        values: ``[len(labels_0), len(labels_1), ...]``.
+        axes: ``(column name, labels)`` per axis of ``values``.
+        value: the value column's name.
+    """
+    return csv_text(
+        [
+            {**{name: labels[i] for (name, labels), i in zip(axes, index, strict=True)},
+             value: float(values[index])}
+            for index in np.ndindex(values.shape)
+        ]
+    )  # fmt: skip
+
+
+def head_statistics_csv(stats: Any) -> str:
+    """``core.attention.statistics.HeadStatistics`` averaged over samples: a row per head."""
+    return csv_text(
+        [
+            {"layer": layer, "module": module, "head": head,
+             "mean_distance_px": float(stats.distance[:, layer, head].mean()),
+             "entropy_bits": float(stats.entropy[:, layer, head].mean()),
+             "extra_token_share": float(stats.extra_share[:, layer, head].mean())}
+            for layer, module in enumerate(stats.layers)
+            for head in range(stats.distance.shape[2])
+        ]
+    )  # fmt: skip

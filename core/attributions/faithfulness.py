@@ -26,12 +26,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.attributions.methods import AttributionOptions, attribute, make_baseline
+from core.analysis import Batch, register
+from core.attributions.methods import Baseline, MethodOptions, attribute, make_baseline
 from core.models.evaluation import predict
 
 RANDOM_ORDERS = 3
 """Random pixel orders averaged into the baseline curves by default; each costs as many
 forward passes as the map's own curves."""
+AVERAGED_SAMPLES = 8
+"""Validation samples whose curves are averaged by default (beside the one image explained)."""
+MAX_AVERAGED_SAMPLES = 64
+"""The most samples a page offers to average: each costs one attribution and its curves."""
+
+
+@dataclass(frozen=True)
+class FaithfulnessOptions(MethodOptions):
+    """Which method's maps to measure, and how (and :class:`MethodOptions` for the maps)."""
+
+    method: str = "saliency"  # a key of METHODS (saliency applies to every model)
+    steps: int = 24  # points per curve after the start
+    deletion_baseline: Baseline = "black"  # what removed pixels become
+    insertion_baseline: Baseline = "blur"  # what insertion starts from (stays on-distribution)
+    orders: int = RANDOM_ORDERS  # random pixel orders in the baseline curves (0: none)
+    order_seed: int = 0  # seed of the random orders
 
 
 @dataclass(frozen=True)
@@ -127,7 +144,7 @@ def deletion_insertion(
         heats: ``[N, H, W]`` attribution per pixel (higher = more evidence for the target).
         targets: ``[N]`` classes.
         steps: points per curve after the start; pixel ``k * H * W / steps`` ends step ``k``.
-        deletion_baseline, insertion_baseline: see :func:`core.attribution.make_baseline`.
+        deletion_baseline, insertion_baseline: see :func:`core.attributions.methods.make_baseline`.
         orders: random pixel orders for the baseline curves (0: none, curves are NaN).
         seed: seed of the random orders (see :func:`random_pixel_orders`).
     """
@@ -169,44 +186,38 @@ def deletion_insertion(
     )
 
 
+@register("attributions.faithfulness", "attributions", "Faithfulness", FaithfulnessOptions)
 def faithfulness(
     model: nn.Module,
-    images: np.ndarray,
-    method: str,
-    options: AttributionOptions,
-    steps: int = 32,
-    deletion_baseline: str = "black",
-    insertion_baseline: str = "blur",
+    batch: Batch,
+    options: FaithfulnessOptions,
+    *,
     progress: Callable[[int, int], None] | None = None,
-    orders: int = RANDOM_ORDERS,
-    seed: int = 0,
 ) -> FaithfulnessCurves:
-    """Attributes each image with ``method`` and measures its deletion and insertion curves.
+    """Attributes each image with ``options.method`` and measures its deletion and insertion
+    curves, beside random orders (:func:`deletion_insertion`).
 
     Args:
         model: a classifier returning logits.
-        images: ``[N, C, H, W]`` inputs.
-        method: a key of :data:`core.attribution.METHODS`.
-        options: attribution options; ``target=None`` explains each image's prediction.
-        steps, deletion_baseline, insertion_baseline: as :func:`deletion_insertion`.
-        progress: called as ``progress(done, N)`` after each image.
-        orders, seed: random-order baseline, as :func:`deletion_insertion`.
+        batch: ``[N, C, H, W]`` images; ``options.target=None`` explains each one's prediction.
+        options: the method, the curves and the maps' :class:`MethodOptions`.
+        progress: called as ``progress(done, N)`` after each image's map.
     """
     heats, targets = [], []
-    for i, image in enumerate(images, start=1):
-        result = attribute(model, image, method, options)
+    for i, image in enumerate(batch.images, start=1):
+        result = attribute(model, image, options.method, options)
         heats.append(result.heat)
         targets.append(result.target)
         if progress is not None:
-            progress(i, len(images))
+            progress(i, len(batch))
     return deletion_insertion(
         model,
-        images,
+        batch.images,
         np.stack(heats),
         np.array(targets),
-        steps,
-        deletion_baseline,
-        insertion_baseline,
-        orders,
-        seed,
+        options.steps,
+        options.deletion_baseline,
+        options.insertion_baseline,
+        options.orders,
+        options.order_seed,
     )

@@ -1,7 +1,9 @@
 """Which input pixels drive a prediction: every captum attribution method behind one call.
 
-:func:`attribute` takes a method name and an :class:`AttributionOptions` and returns plain
-arrays, so pages, the sanity check and the faithfulness curves never touch captum themselves.
+:func:`attribute` takes a method name and :class:`MethodOptions` and returns plain arrays,
+so pages, the sanity check and the faithfulness curves never touch captum themselves; the
+registered analysis :func:`attribution_maps` maps a batch with a set of methods. Grad-CAM
+applies only where a layer has maps or tokens (:func:`cam_compatible`).
 
 What can go wrong, and what this module does about it:
 
@@ -172,6 +174,15 @@ def make_baseline(images: torch.Tensor, kind: str) -> torch.Tensor:
         side = min(2 * math.ceil(2 * sigma) + 1, 2 * ((min(images.shape[-2:]) - 1) // 2) + 1)
         return TF.gaussian_blur(images, [side, side], [sigma, sigma])
     raise ValueError(f"Unknown baseline {kind!r}: use one of {', '.join(BASELINES)}.")
+
+
+def occlusion_patch(
+    side: int, window: int | None = None, stride: int | None = None
+) -> tuple[int, int]:
+    """Occlusion's window and stride on ``side``-pixel images: by default an eighth of the side
+    (at least 2 pixels), moved by half a window."""
+    window = window or max(2, side // 8)
+    return window, stride or max(1, window // 2)
 
 
 def _token_grid(shape: tuple[int, ...]) -> int | None:
@@ -357,8 +368,7 @@ def _explainer(
         return DeepLift(distinct_relus(model, input_shape)), {}
     if method == "occlusion":
         c, h, _ = input_shape
-        window = options.occlusion_window or max(2, h // 8)
-        stride = options.occlusion_stride or max(1, window // 2)
+        window, stride = occlusion_patch(h, options.occlusion_window, options.occlusion_stride)
         if not 1 <= window <= h or stride < 1:
             raise ValueError(f"The occlusion window must be 1 to {h} pixels and the stride >= 1.")
         kwargs = {
@@ -449,8 +459,7 @@ def resolve_methods(model: nn.Module, batch: Batch, methods: tuple[str, ...]) ->
     return methods or supported_methods(list_layers(model, tuple(batch.images.shape[1:])))
 
 
-@register("attributions.maps", family="attributions", title="Attribution maps",
-          options=AttributionOptions)  # fmt: skip
+@register("attributions.maps", "attributions", "Attribution maps", AttributionOptions)
 def attribution_maps(
     model: nn.Module,
     batch: Batch,
@@ -471,12 +480,9 @@ def attribution_maps(
     for j, method in enumerate(methods):
         for i, image in enumerate(batch.images):
             result = attribute(model, image, method, options)
-            heats[i, j], targets[i], seconds[j] = (
-                result.heat,
-                result.target,
-                seconds[j] + result.seconds,
-            )
+            heats[i, j], targets[i] = result.heat, result.target
             deltas[i, j] = np.nan if result.delta is None else result.delta
+            seconds[j] += result.seconds
             if progress is not None:
                 progress(j * n + i + 1, n * m)
     return AttributionMaps(methods, heats, targets, deltas, seconds)

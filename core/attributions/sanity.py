@@ -32,7 +32,8 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from core.attributions.methods import METHODS, AttributionOptions, attribute
+from core.analysis import Batch, register
+from core.attributions.methods import METHODS, MethodOptions, attribute, resolve_methods
 from core.hooks import model_lock
 
 SIMILARITY_STATISTIC = "Spearman ρ of |map| with the original"
@@ -47,6 +48,18 @@ VERDICT_MEANING = {
     UNDETERMINED: "a map is constant, so there is no rank correlation to judge",
 }
 """One clause per verdict, for tables."""
+SANITY_METHODS = ("saliency", "integrated_gradients", "guided_backprop", "grad_cam")
+"""The methods checked by default (where the model supports them): the paper's contrast of
+gradients, a path method, a modified backward pass and a CAM."""
+
+
+@dataclass(frozen=True)
+class SanityOptions(MethodOptions):
+    """Which methods to check, in how many steps (and :class:`MethodOptions` for each map)."""
+
+    methods: tuple[str, ...] = ()  # keys of METHODS; (): SANITY_METHODS the model supports
+    steps: int = 5  # randomisation steps; layers are grouped top-down into this many chunks
+    weight_seed: int = 0  # seed of the re-drawn weights
 
 
 @dataclass(frozen=True)
@@ -140,33 +153,34 @@ def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a.reshape(-1), b.reshape(-1)).statistic)
 
 
-def cascading_randomization(
+@register("attributions.sanity_check", "attributions", "Sanity check", SanityOptions)
+def sanity_check(
     model: nn.Module,
-    image: np.ndarray,
-    methods: tuple[str, ...],
-    options: AttributionOptions,
-    max_steps: int = 6,
-    seed: int = 0,
+    batch: Batch,
+    options: SanityOptions,
+    *,
     progress: Callable[[int, int], None] | None = None,
 ) -> SanityCheck:
-    """Runs the cascading randomisation check on a copy of ``model``.
+    """Runs the cascading randomisation check of the batch's first image on a copy of ``model``
+    (the check is per image: one map per method and step).
 
     Args:
         model: the trained classifier (left untouched).
-        image: ``[C, H, W]`` input.
-        methods: keys of :data:`core.attribution.METHODS`.
-        options: attribution options (the target is fixed from the original model).
-        max_steps: randomisation steps; layers are grouped top-down into this many chunks.
-        seed: seed of the re-drawn weights.
+        batch: its first image ``[C, H, W]`` is explained.
+        options: methods, steps and seed; the target is fixed from the original model.
         progress: called as ``progress(done, total)`` after each step.
     """
+    image = batch.images[0]
+    methods = options.methods or tuple(
+        m for m in resolve_methods(model, batch, ()) if m in SANITY_METHODS
+    )
     first = {m: attribute(model, image, m, options) for m in methods}
     options = replace(options, target=next(iter(first.values())).target)
     with model_lock(model):
         randomized = copy.deepcopy(model)
     layers = parameter_layers(randomized)
-    chunks = [c for c in np.array_split(np.array(layers, dtype=object), max_steps) if len(c)]
-    generator = torch.Generator().manual_seed(seed)
+    chunks = [c for c in np.array_split(np.array(layers, dtype=object), options.steps) if len(c)]
+    generator = torch.Generator().manual_seed(options.weight_seed)
     maps = [[first[m].heat for m in methods]]
     labels = ["original"]
     for i, chunk in enumerate(chunks, start=1):

@@ -36,6 +36,10 @@ from core.models.runs import Normalization, import_run
 
 MAX_UPLOAD_BYTES = 200 * 2**20
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+DEFAULT_IMPORT_ARCH = "tv:resnet18"
+"""The architecture an import offers first: the torchvision model weights most often fit."""
+MAX_IMAGE_SIZE = 512
+"""The largest input side an import may resize a dataset to (memory on a laptop)."""
 
 
 IMAGE_ID = re.compile(r"^[0-9a-f]{16}$")

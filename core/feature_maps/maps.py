@@ -1,5 +1,5 @@
 """What each layer outputs for one input, arranged for looking at: channel grids, a depth strip,
-the first layer's filters and an MLP's input weights as images.
+the default layers and counts a page starts from (weights as images: :mod:`.weights`).
 
 One forward pass captures every layer for a sample (:func:`sample_maps`); everything else here
 slices that capture or reads weights, so switching layer or channel costs no model call.
@@ -12,7 +12,7 @@ ordered last, drawn as gaps).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.activations import capture
+from core.activations import LayerInfo, capture, list_layers
+from core.analysis import Batch, Inputs, register
 from core.data.datasets import adapt_images
 
 ORDERS = ("channel", "mean", "max")
@@ -50,13 +51,73 @@ class SampleMaps:
         arrays: layer name -> that layer's output for this input, without the batch dimension
             (``[C, H, W]`` for conv layers, ``[D]`` for fully connected ones).
         logits: ``[num_classes]`` the model's output.
-        note: a sentence saying how the image was adapted to the model, or ``None``.
     """
 
     image: np.ndarray
     arrays: dict[str, np.ndarray]
     logits: np.ndarray
-    note: str | None
+
+
+@dataclass(frozen=True)
+class SampleMapsOptions:
+    """Which input of the batch, and which layers."""
+
+    index: int = 0  # the batch's image to capture (a page passes a batch of one)
+    layers: tuple[str, ...] = ()  # layer names; empty: every layer with maps or units
+
+
+PER_PAGE = 64
+"""Channel maps per grid page."""
+DEPTH_LAYERS = 24
+"""Layers the across-depth strip shows at first."""
+SHAPE_INPUTS = Inputs.sample(0)
+"""The input of analyses that read only the input's shape (weights, receptive fields): one fixed
+image, so they are not recomputed for every sample."""
+
+
+def map_layers(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
+    """The layers with channel maps ``[C, H, W]``, tokens ``[T, D]`` or units ``[D]``."""
+    return [la for la in layers if len(la.output_shape) in (1, 2, 3)]
+
+
+def default_layer(layers: Sequence[LayerInfo]) -> str:
+    """The first convolution, else the first layer."""
+    return next((la.name for la in layers if la.type == "Conv2d"), layers[0].name)
+
+
+def default_depth_layers(spatial: Sequence[LayerInfo]) -> list[str]:
+    """The convolutions (else every spatial layer), up to :data:`DEPTH_LAYERS`."""
+    convs = [la.name for la in spatial if la.type == "Conv2d"] or [la.name for la in spatial]
+    return convs[:DEPTH_LAYERS]
+
+
+def resolve_layer(model: nn.Module, input_shape: Sequence[int], layer: str) -> str:
+    """``layer``, or the model's :func:`default_layer` when it is empty."""
+    return layer or default_layer(map_layers(list_layers(model, input_shape)))
+
+
+def unit_count(activation: np.ndarray) -> int:
+    """Channels of ``[C, H, W]``, units of ``[D]``, or the width of tokens ``[T, D]``."""
+    return activation.shape[1] if activation.ndim == 2 else activation.shape[0]
+
+
+def page_count(count: int) -> int:
+    """Grid pages for ``count`` channels."""
+    return -(-count // PER_PAGE)
+
+
+def nan_warning(activation: np.ndarray) -> str | None:
+    """What to say when a layer's output for this input holds NaN (``None``: it does not)."""
+    if not np.isnan(activation).any():
+        return None
+    where = "It contains"
+    if activation.ndim > 1:
+        bad = np.isnan(activation).any(axis=tuple(range(1, activation.ndim)))
+        where = f"{int(bad.sum())} of {len(bad)} channels contain"
+    return (
+        f"{where} NaN for this input: the weights may have diverged. NaN shows as gaps, "
+        "and such channels sort last."
+    )
 
 
 def fit_input(image: np.ndarray, input_shape: Sequence[int]) -> tuple[np.ndarray, str | None]:
@@ -78,21 +139,32 @@ def fit_input(image: np.ndarray, input_shape: Sequence[int]) -> tuple[np.ndarray
     )
 
 
+@register(
+    "feature_maps.sample_maps",
+    family="feature_maps",
+    title="Every layer's output for one input",
+    options=SampleMapsOptions,
+)
 def sample_maps(
-    model: nn.Module, image: np.ndarray, input_shape: Sequence[int], layers: Sequence[str]
+    model: nn.Module,
+    batch: Batch,
+    options: SampleMapsOptions,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SampleMaps:
-    """Captures ``layers`` for one image in one forward pass.
+    """Captures the layers for one image of ``batch`` in one forward pass.
 
     Args:
         model: the model.
-        image: ``[C, H, W]`` in ``[0, 1]``; resized to ``input_shape`` if it differs.
-        input_shape: the model's ``(C, H, W)``.
-        layers: layer names.
+        batch: images ``[N, C, H, W]`` in the model's input shape; ``options.index`` is used.
+        options: which image and layers.
+        progress: unused (one forward pass).
     """
-    fitted, note = fit_input(image, input_shape)
-    cap = capture(model, fitted[None], layers)
+    image = batch.images[options.index]
+    layers = options.layers or tuple(la.name for la in map_layers(list_layers(model, image.shape)))
+    cap = capture(model, image[None], layers)
     arrays = {name: value[0] for name, value in cap.arrays.items()}
-    return SampleMaps(image=fitted, arrays=arrays, logits=cap.logits[0], note=note)
+    return SampleMaps(image=image, arrays=arrays, logits=cap.logits[0])
 
 
 def spatial_maps(activation: np.ndarray, layer: str) -> np.ndarray:
@@ -310,65 +382,3 @@ def depth_strip(sample: SampleMaps, layers: Sequence[str], summary: str = "max")
             maps.append(activation[best])
             channels.append(best)
     return DepthStrip(tuple(layers), tuple(maps), tuple(channels), summary)
-
-
-@dataclass(frozen=True)
-class WeightImages:
-    """A layer's weights seen as images in its input space.
-
-    Attributes:
-        layer: the layer's name.
-        weights: ``[K, C, H, W]`` the raw weights, one image per output unit or filter.
-        images: ``[K, C, H, W]`` in ``[0, 1]``, each scaled on its own so that 0.5 is zero
-            weight and 0 or 1 its largest magnitude.
-    """
-
-    layer: str
-    weights: np.ndarray
-    images: np.ndarray
-
-
-def _as_images(weights: np.ndarray) -> np.ndarray:
-    peak = np.abs(weights).reshape(len(weights), -1).max(axis=1)
-    peak = np.where(peak > 0, peak, 1.0).reshape(-1, 1, 1, 1)
-    return (0.5 + weights / (2 * peak)).astype(np.float32)
-
-
-def _first(model: nn.Module, kind: type[nn.Module], what: str) -> tuple[str, nn.Module]:
-    for name, module in model.named_modules():
-        if isinstance(module, kind):
-            return name, module
-    raise ValueError(f"This model has no {what}.")
-
-
-def first_conv_filters(model: nn.Module) -> WeightImages:
-    """The first convolution's filters as images: the learned edge and colour detectors.
-
-    Filters over 1 or 3 input channels are grey or RGB images; over other channel counts,
-    the mean over input channels (grey).
-
-    Raises:
-        ValueError: the model has no ``nn.Conv2d``.
-    """
-    name, conv = _first(model, nn.Conv2d, "convolutional layer")
-    weights = conv.weight.detach().float().cpu().numpy()
-    if weights.shape[1] not in (1, 3):
-        weights = weights.mean(axis=1, keepdims=True)
-    return WeightImages(name, weights, _as_images(weights))
-
-
-def input_weights(model: nn.Module, input_shape: Sequence[int]) -> WeightImages:
-    """An MLP's first layer: each unit's weights as an image ``[C, H, W]`` in input space.
-
-    Raises:
-        ValueError: the first ``nn.Linear`` does not read the flattened input.
-    """
-    name, linear = _first(model, nn.Linear, "fully connected layer")
-    c, h, w = input_shape
-    if linear.in_features != c * h * w:
-        raise ValueError(
-            f"The first fully connected layer ({name!r}) reads {linear.in_features} features, "
-            f"not the {c * h * w} input pixels, so its weights are not images."
-        )
-    weights = linear.weight.detach().float().cpu().numpy().reshape(-1, c, h, w)
-    return WeightImages(name, weights, _as_images(weights))

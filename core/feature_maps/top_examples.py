@@ -4,7 +4,8 @@
 keeps per sample and channel only the spatial max, its position and the mean: ``[N, C]`` numbers
 instead of ``[N, C, H, W]`` activations, so every channel of the layer can be ranked afterwards
 without another pass. :func:`top_k` ranks; :func:`receptive_field` says which input pixels each
-map position can see, so :func:`crops` cuts each example around its peak.
+map position can see, so :func:`crops` cuts each example around its peak. The registered
+analyses are :func:`channel_stats` and :func:`receptive_field`.
 
 The receptive field is measured, not derived from kernel sizes: on a copy of the model whose
 weights are all positive (max-pools made average-pools, norms made identities up to scale), the
@@ -27,15 +28,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.activations import layer_output
+from core.activations import LayerInfo, layer_output, list_layers
+from core.analysis import COMPATIBLE, Batch, Compatibility, Inputs, register
 from core.device import model_device
-from core.feature_maps.maps import check_channel
+from core.feature_maps.maps import check_channel, default_layer, resolve_layer
 from core.hooks import model_lock
 
 RANKINGS = ("max", "mean")
 """How a sample's activation of a channel is scored: the map's peak, or its mean."""
 
+EXAMPLES = 12
+"""Top examples shown at first."""
+
+RANKED = Inputs(split="val")
+"""The images top examples are ranked over: the whole validation split."""
+
 _probes: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class ChannelStatsOptions:
+    """Which layer :func:`channel_stats` ranks, and how many images per forward pass."""
+
+    layer: str = ""  # a named_modules() name; "": the first convolution, else the first layer
+    batch_size: int = 256  # images per forward pass: memory against progress updates
 
 
 @dataclass(frozen=True)
@@ -70,30 +86,39 @@ def _units_by_position(output: torch.Tensor) -> tuple[torch.Tensor, tuple[int, i
     raise ValueError(f"Cannot rank units of an output of shape {tuple(output.shape)}.")
 
 
+@register(
+    "feature_maps.channel_stats",
+    family="feature_maps",
+    title="Every channel's peak and mean over a set of images",
+    options=ChannelStatsOptions,
+)
 def channel_stats(
     model: nn.Module,
-    images: np.ndarray,
-    layer: str,
+    batch: Batch,
+    options: ChannelStatsOptions,
     *,
-    batch_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
 ) -> ChannelStats:
-    """Runs ``images`` up to ``layer`` and keeps each channel's max, argmax and mean.
+    """Runs ``batch``'s images up to the layer and keeps each channel's max, argmax and mean.
 
     Args:
         model: the model.
-        images: ``[N, C, H, W]`` inputs the model takes.
-        layer: a ``named_modules()`` name.
-        batch_size: inputs per forward pass.
-        progress: called as ``progress(done, total)`` after each batch.
+        batch: ``N`` inputs the model takes; :func:`top_k` indexes them.
+        options: the layer and the forward batch size.
+        progress: called as ``progress(done, total)`` after each forward batch.
+
+    Raises:
+        ValueError: no images, or a layer output that cannot be ranked.
     """
+    images, batch_size = batch.images, options.batch_size
+    layer = resolve_layer(model, images.shape[1:], options.layer)
     device = model_device(model)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     map_shape = (1, 1)
     for start in range(0, len(images), batch_size):
-        batch = torch.as_tensor(images[start : start + batch_size]).to(device, torch.float32)
+        x = torch.as_tensor(images[start : start + batch_size]).to(device, torch.float32)
         with torch.no_grad():
-            units, map_shape = _units_by_position(layer_output(model, batch, layer).float())
+            units, map_shape = _units_by_position(layer_output(model, x, layer).float())
             peak_values, peak_positions = units.max(dim=2)
             parts.append(
                 (
@@ -220,15 +245,47 @@ def _extent(seen: torch.Tensor) -> tuple[int, int]:
     return (int(where[0]), int(where[-1]) + 1) if len(where) else (0, len(seen))
 
 
-def receptive_field(model: nn.Module, layer: str, input_shape: Sequence[int]) -> ReceptiveField:
-    """Measures the receptive field of every position of ``layer``'s maps in one batched pass.
+@dataclass(frozen=True)
+class ReceptiveFieldOptions:
+    """Which layer :func:`receptive_field` measures."""
 
-    Input ``i`` of the batch asks for the gradient of map position ``(i, i)`` (clamped to the
-    map), which gives row ``i``'s and column ``i``'s extents at once.
+    layer: str = ""  # a named_modules() name with maps; "": the first convolution
+
+
+def has_maps(layers: Sequence[LayerInfo]) -> Compatibility:
+    """Whether any layer outputs maps ``[C, H, W]``, so that units have a receptive field."""
+    if any(la.spatial for la in layers):
+        return COMPATIBLE
+    return Compatibility(False, "This model has no layer with spatial maps, so no receptive field.")
+
+
+@register(
+    "feature_maps.receptive_field",
+    family="feature_maps",
+    title="Receptive field of a layer's map positions",
+    options=ReceptiveFieldOptions,
+    is_compatible=has_maps,
+)
+def receptive_field(
+    model: nn.Module,
+    batch: Batch,
+    options: ReceptiveFieldOptions,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReceptiveField:
+    """Measures the receptive field of every position of a layer's maps in one batched pass.
+
+    Only the shape of ``batch``'s images is read. Input ``i`` of the probe's batch asks for
+    the gradient of map position ``(i, i)`` (clamped to the map), which gives row ``i``'s and
+    column ``i``'s extents at once.
 
     Raises:
         ValueError: the layer's output is not ``[C, H, W]``.
     """
+    input_shape = tuple(batch.images.shape[1:])
+    layer = options.layer or default_layer(
+        [la for la in list_layers(model, input_shape) if la.spatial]
+    )
     probe = _positive_probe(model)
     with torch.no_grad():
         shape = layer_output(probe, torch.ones(1, *input_shape), layer).shape
@@ -245,6 +302,8 @@ def receptive_field(model: nn.Module, layer: str, input_shape: Sequence[int]) ->
     seen = grad.abs().sum(1) > 0
     rows = np.array([_extent(seen[i].any(1)) for i in range(h)], dtype=np.int64)
     cols = np.array([_extent(seen[i].any(0)) for i in range(w)], dtype=np.int64)
+    if progress is not None:
+        progress(1, 1)
     return ReceptiveField(layer, rows, cols, (int(input_shape[1]), int(input_shape[2])))
 
 

@@ -17,8 +17,10 @@ layer whose activation does not depend on the input (the objective stays flat; `
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,47 +28,44 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.activations import layer_output
+from core.analysis import Batch, Inputs, register
 from core.device import model_device
-from core.feature_maps.maps import check_channel
+from core.feature_maps.maps import check_channel, resolve_layer
 from core.hooks import get_module
 
-PARAMETERISATIONS = ("fourier", "pixel")
+Parameterisation = Literal["fourier", "pixel"]
+PARAMETERISATIONS: tuple[str, ...] = typing.get_args(Parameterisation)
+
+COLOUR_INPUTS = Inputs(split="train", n=512)
+"""The images whose colour covariance decorrelates colour (a class-stratified sample)."""
+
 _RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
 
 IMAGENET_COLOUR_SQRT = np.array(
     [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32
 )
-"""Square root of ImageNet's RGB covariance, as in Lucid: the default colour decorrelation."""
+"""Square root of ImageNet's RGB covariance, as in Lucid: used without images with colour."""
 
 
 @dataclass(frozen=True)
-class FeatureVisConfig:
-    """How to synthesise an input.
+class FeatureVisOptions:
+    """Which unit to excite, and how to synthesise the input that does."""
 
-    Attributes:
-        steps: optimisation steps.
-        lr: Adam learning rate.
-        jitter: largest random shift per step, in pixels.
-        scale: largest random zoom per step, as a fraction (0.05: 0.95x to 1.05x).
-        rotate: largest random rotation per step, in degrees.
-        parameterisation: ``fourier`` (scaled spectrum) or ``pixel``.
-        decorrelate: optimise in a decorrelated colour space (3-channel inputs only).
-        seed: random seed for the start image and the transformations.
-    """
-
-    steps: int = 128
-    lr: float = 0.05
-    jitter: int = 2
-    scale: float = 0.05
-    rotate: float = 5.0
-    parameterisation: str = "fourier"
-    decorrelate: bool = True
-    seed: int = 0
+    layer: str = ""  # a named_modules() name; "": the first convolution, else the first layer
+    channel: int = 0  # the channel of a conv layer, the unit of a fully connected one
+    steps: int = 128  # optimisation steps
+    lr: float = 0.05  # Adam learning rate
+    jitter: int = 2  # largest random shift per step, in pixels
+    scale: float = 0.05  # largest random zoom per step, a fraction (0.05: 0.95x to 1.05x)
+    rotate: float = 5.0  # largest random rotation per step, in degrees
+    parameterisation: Parameterisation = "fourier"  # scaled spectrum, or raw pixels
+    decorrelate: bool = True  # optimise in a decorrelated colour space (3-channel inputs only)
+    seed: int = 0  # the start image and the random transformations
 
 
 @dataclass(frozen=True)
 class FeatureVis:
-    """The result of :func:`visualise_channel`.
+    """The result of :func:`feature_vis`.
 
     Attributes:
         layer: the layer's name.
@@ -103,6 +102,12 @@ def colour_sqrt(images: np.ndarray) -> np.ndarray:
     pixels = images.transpose(1, 0, 2, 3).reshape(3, -1)
     eigenvalues, vectors = np.linalg.eigh(np.cov(pixels))
     return (vectors * np.sqrt(np.clip(eigenvalues, 0, None))).astype(np.float32)
+
+
+def _colour_basis(images: np.ndarray) -> np.ndarray:
+    """``[3, 3]``: :func:`colour_sqrt` of ``images``, or ImageNet's when they are none or grey."""
+    basis = colour_sqrt(images) if len(images) else IMAGENET_COLOUR_SQRT
+    return basis if np.any(basis) else IMAGENET_COLOUR_SQRT
 
 
 class _Image(nn.Module):
@@ -146,14 +151,14 @@ class _Image(nn.Module):
 
 
 def _random_transform(
-    image: torch.Tensor, config: FeatureVisConfig, generator: torch.Generator
+    image: torch.Tensor, options: FeatureVisOptions, generator: torch.Generator
 ) -> torch.Tensor:
     """One random shift, zoom and rotation of ``[1, C, H, W]`` (reflected at the borders)."""
     u = torch.rand(4, generator=generator) * 2 - 1
-    scale = 1.0 + config.scale * float(u[0])
-    angle = math.radians(config.rotate * float(u[1]))
+    scale = 1.0 + options.scale * float(u[0])
+    angle = math.radians(options.rotate * float(u[1]))
     h, w = image.shape[-2:]
-    shift_x, shift_y = 2 * config.jitter * float(u[2]) / w, 2 * config.jitter * float(u[3]) / h
+    shift_x, shift_y = 2 * options.jitter * float(u[2]) / w, 2 * options.jitter * float(u[3]) / h
     cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
     theta = torch.tensor([[[cos, -sin, shift_x], [sin, cos, shift_y]]], device=image.device)
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
@@ -168,42 +173,45 @@ def _channel_mean(output: torch.Tensor, channel: int, layer: str) -> torch.Tenso
     return units[:, channel].mean()
 
 
-def visualise_channel(
+@register(
+    "feature_maps.feature_vis",
+    family="feature_maps",
+    title="Feature visualisation",
+    options=FeatureVisOptions,
+)
+def feature_vis(
     model: nn.Module,
-    layer: str,
-    channel: int,
-    input_shape: Sequence[int],
-    config: FeatureVisConfig | None = None,
+    batch: Batch,
+    options: FeatureVisOptions,
     *,
-    colour: np.ndarray | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> FeatureVis:
-    """Synthesises an input that maximises the mean activation of ``layer``'s ``channel``.
+    """Synthesises an input that maximises the mean activation of a layer's channel.
 
     Args:
         model: the model (only read; its lock is taken once per step).
-        layer: a ``named_modules()`` name.
-        channel: the channel of a conv layer, or the unit of a fully connected one.
-        input_shape: the model's ``(C, H, W)``.
-        config: steps and regularisers (default :class:`FeatureVisConfig`).
-        colour: ``[3, 3]`` colour square root (see :func:`colour_sqrt`); default ImageNet's.
-        progress: called as ``progress(step, steps, objective)`` after each step.
+        batch: images in the model's input shape; their colour covariance decorrelates colour
+            (see :func:`colour_sqrt` and :data:`COLOUR_INPUTS`; ImageNet's for no images or
+            grey ones).
+        options: the unit, steps and regularisers.
+        progress: called as ``progress(step, steps)`` after each step.
 
     Raises:
         ValueError: channel out of range, unknown parameterisation.
     """
-    config = config or FeatureVisConfig()
-    if config.parameterisation not in PARAMETERISATIONS:
+    if options.parameterisation not in PARAMETERISATIONS:
         raise ValueError(
-            f"Unknown parameterisation {config.parameterisation!r}: "
+            f"Unknown parameterisation {options.parameterisation!r}: "
             f"use one of {', '.join(PARAMETERISATIONS)}."
         )
-    generator = torch.Generator().manual_seed(config.seed)
-    use_colour = config.decorrelate and input_shape[0] == 3
-    basis = (colour if colour is not None else IMAGENET_COLOUR_SQRT) if use_colour else None
+    input_shape = tuple(batch.images.shape[1:])
+    layer = resolve_layer(model, input_shape, options.layer)
+    channel = options.channel
+    generator = torch.Generator().manual_seed(options.seed)
+    basis = _colour_basis(batch.images) if options.decorrelate and input_shape[0] == 3 else None
     device = model_device(model)
-    image = _Image(input_shape, config.parameterisation, basis, generator).to(device)
-    optimiser = torch.optim.Adam(image.parameters(), lr=config.lr)
+    image = _Image(input_shape, options.parameterisation, basis, generator).to(device)
+    optimiser = torch.optim.Adam(image.parameters(), lr=options.lr)
 
     # A ReLU channel that is zero for the start image has zero gradient: ascend its input.
     pre_activation = isinstance(get_module(model, layer), _RECTIFIERS)
@@ -214,16 +222,16 @@ def visualise_channel(
     with torch.no_grad():
         start = float(activation(image()))
     values = []
-    for step in range(config.steps):
+    for step in range(options.steps):
         with torch.enable_grad():
-            transformed = _random_transform(image(), config, generator)
+            transformed = _random_transform(image(), options, generator)
             objective = activation(transformed, before=pre_activation)
             (grad,) = torch.autograd.grad(-objective, image.raw)
         image.raw.grad = grad
         optimiser.step()
         values.append(float(objective.detach()))
         if progress is not None:
-            progress(step + 1, config.steps, values[-1])
+            progress(step + 1, options.steps)
     with torch.no_grad():
         result = image()
         final = float(activation(result))

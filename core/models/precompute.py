@@ -26,10 +26,9 @@ import numpy as np
 from core import result_store
 from core.activations import INPUT, list_layers
 from core.analysis import Batch
-from core.attention import maps as attn
+from core.attention import sites as attention_sites
+from core.attention import statistics as head_stats
 from core.data.datasets import adapt_images, stratified_sample
-from core.feature_maps import top_examples as topk
-from core.feature_maps import visualisation as fvis
 from core.models.evaluation import Predictions, predict
 from core.models.runs import LoadedRun, RunInfo
 from core.projections import features as feats
@@ -92,10 +91,7 @@ def save(
 
 def cls_layers(run: LoadedRun) -> list[str]:
     """``"<block> (CLS)"`` pseudo-layers of a ViT, shallow to deep (empty for other models)."""
-    if not attn.has_attention(run.model):
-        return []
-    sites = attn.attention_sites(run.model)
-    return [attn.cls_layer_name(block) for block in dict.fromkeys(s.block for s in sites)]
+    return attention_sites.cls_layers(run.model)
 
 
 def report_layers(run: LoadedRun) -> list[str]:
@@ -211,10 +207,12 @@ def cka_args(run: LoadedRun, n: int, versus: str | LoadedRun | None, seed: int) 
 
 def head_statistics(
     run: LoadedRun, split: str = "val", progress: Progress | None = None
-) -> attn.HeadStatistics:
-    """Per-head attention statistics over a split (batches of 256, for frequent progress)."""
-    images = run.dataset.images[getattr(run.splits, split)]
-    return attn.head_statistics(run.model, images, batch_size=256, progress=progress)
+) -> head_stats.HeadStatistics:
+    """Per-head attention statistics over a split (the analysis's default options)."""
+    idx = getattr(run.splits, split)
+    batch = Batch(run.dataset.images[idx], run.dataset.labels[idx])
+    options = head_stats.StatisticsOptions()
+    return head_stats.head_statistics(run.model, batch, options, progress=progress)
 
 
 def layer_features(
@@ -239,29 +237,6 @@ def layers_features(
     return feats.layers_features(
         run.model, run.dataset.images[idx], layers, seed=seed, progress=progress
     )
-
-
-def feature_vis(
-    run: LoadedRun,
-    layer: str,
-    channel: int,
-    config: fvis.FeatureVisConfig,
-    progress: Callable[[int, int, float], None] | None = None,
-) -> fvis.FeatureVis:
-    """An input synthesised to excite ``layer``'s ``channel`` (colour basis from the run's data)."""
-    shape = run.info.input_shape
-    colour = fvis.colour_sqrt(run.dataset.images[run.splits.train[:512]]) if shape[0] == 3 else None
-    return fvis.visualise_channel(
-        run.model, layer, channel, shape, config, colour=colour, progress=progress
-    )
-
-
-def channel_stats(
-    run: LoadedRun, layer: str, progress: Progress | None = None
-) -> topk.ChannelStats:
-    """Every channel's max, peak and mean for each validation sample."""
-    images = run.dataset.images[run.splits.val]
-    return topk.channel_stats(run.model, images, layer, progress=progress)
 
 
 # --- what ships --------------------------------------------------------------------------------
@@ -312,11 +287,9 @@ def precompute_run(
     for versus, other in ((None, None), ("random", reports["random"])):
         args = cka_args(run, REPORT_N, versus, SEED)
         trained = reports["trained"]
-        keep("cka", args, lambda t=trained, o=other: card.cka_between(
-            t.layers, t.grams, None if o is None else o.layers, None if o is None else o.grams
-        ))  # fmt: skip
+        keep("cka", args, lambda t=trained, o=other: card.cka_between(t, o))
 
-    if attn.has_attention(run.model):
+    if attention_sites.has_attention(run.model):
         keep("head-stats", {"split": "val"}, lambda: head_statistics(run, "val"))
 
     ladder = report_layers(run)

@@ -100,6 +100,12 @@ class Normalization:
 IMAGENET_NORMALIZATION = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 """What torchvision's pretrained ImageNet weights expect."""
 NO_NORMALIZATION_TEXT = "none: the model takes pixels in [0, 1] as they are"
+NORMALIZATION_CHOICES = {
+    "none": NO_NORMALIZATION_TEXT,
+    "imagenet": "ImageNet mean and std (torchvision's pretrained weights expect these)",
+    "custom": "my own mean and std",
+}
+"""Input normalisations an import offers, and what each means (:func:`chosen_normalization`)."""
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -124,6 +130,19 @@ def parse_normalization(mean: str, std: str) -> Normalization | None:
     if not m or not s:
         raise ValueError("Give both a mean and a std, or neither.")
     return Normalization(m, s)
+
+
+def chosen_normalization(choice: str, mean: str, std: str) -> Normalization | None:
+    """The normalisation one of :data:`NORMALIZATION_CHOICES` names (``custom``: the typed one).
+
+    Raises:
+        ValueError: an unknown choice, or a typed mean and std :func:`parse_normalization` refuses.
+    """
+    if choice not in NORMALIZATION_CHOICES:
+        raise ValueError(f"Unknown normalisation {choice!r}.")
+    if choice == "custom":
+        return parse_normalization(mean, std)
+    return IMAGENET_NORMALIZATION if choice == "imagenet" else None
 
 
 class _Normalize:

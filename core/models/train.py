@@ -28,6 +28,18 @@ MAX_LOSS_POINTS = 400
 """At most this many points in :attr:`TrainProgress.step_losses` over a whole run."""
 MIN_STEPS_FOR_ETA = 3
 """Steps to time before estimating the time left."""
+TRAIN_DATASETS = ("shapes", "digits", "fashion-mnist")
+"""Datasets the app offers to train on (small enough for a laptop CPU)."""
+MAX_EPOCHS = 50
+"""The most epochs the app lets one run train for."""
+MAX_SAMPLES = 70_000
+"""The most samples the app lets one run draw (all of Fashion-MNIST)."""
+BATCH_SIZES = (32, 64, 128, 256)
+"""Batch sizes the app offers; :class:`TrainConfig`'s default is one of them."""
+LEARNING_RATES = (3e-4, 1e-3, 2e-3, 3e-3, 1e-2)
+"""Peak learning rates the app offers; :class:`TrainConfig`'s default is one of them."""
+QUICK_RUN_SECONDS = 20
+"""About how long the default config (``cnn`` on ``shapes``) trains on a laptop CPU."""
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ class FeatureOptions:
 
 
 def feature_layer(model: nn.Module, batch: Batch, layer: str) -> str:
-    """``layer``, or for ``""`` the default one (:func:`core.projections.report_card.default_layer`)."""
+    """``layer``, or for ``""`` the default one (:func:`.report_card.default_layer`)."""
     return layer or default_layer(report_layers(model, batch.images.shape[1:]))
 
 

@@ -74,6 +74,10 @@ class LayerReport:
         """Splits per probe (``S``): the error bar is over these."""
         return int(self.probe.shape[2])
 
+    def most_readable(self, target: int) -> int:
+        """The layer (its index) whose linear probe reads target ``target`` best (mean)."""
+        return int(self.probe[:, target].mean(1).argmax())
+
     @property
     def has_grams(self) -> bool:
         """Whether the Gram matrices are kept (a stored report drops them; see :class:`CKA`)."""
@@ -164,12 +168,12 @@ def depth_layers(
 
 def report_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
     """:func:`depth_layers` of ``model`` (with its CLS tokens when it is a transformer)."""
-    from core.attention import maps as attn  # the CLS pseudo-layers are named there
+    from core.attention import sites  # the CLS pseudo-layers are named there
 
     tokens = []
-    if attn.has_attention(model):
-        blocks = dict.fromkeys(site.block for site in attn.attention_sites(model))
-        tokens = [attn.cls_layer_name(block) for block in blocks]
+    if sites.has_attention(model):
+        blocks = dict.fromkeys(site.block for site in sites.attention_sites(model))
+        tokens = [sites.cls_layer_name(block) for block in blocks]
     return depth_layers(list_layers(model, tuple(input_shape)), tokens=tokens)
 
 
@@ -339,13 +343,9 @@ def layer_grams(
     return Grams(tuple(layers), np.stack(grams))
 
 
-def cka_between(
-    report_layers: Sequence[str],
-    grams: np.ndarray,
-    other_layers: Sequence[str] | None = None,
-    other_grams: np.ndarray | None = None,
-) -> CKA:
-    """:class:`CKA` between two sets of Gram matrices (or one set and itself)."""
-    matrix = cka_matrix(list(grams), None if other_grams is None else list(other_grams))
-    others = report_layers if other_layers is None else other_layers
-    return CKA(tuple(report_layers), tuple(others), matrix)
+def cka_between(a: Grams | LayerReport, b: Grams | LayerReport | None = None) -> CKA:
+    """:class:`CKA` between the layers of ``a`` and ``b`` (or of ``a`` and itself), from their
+    Gram matrices of the same samples."""
+    other = a if b is None else b
+    matrix = cka_matrix(list(a.grams), None if b is None else list(b.grams))
+    return CKA(tuple(a.layers), tuple(other.layers), matrix)

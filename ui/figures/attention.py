@@ -44,7 +44,7 @@ def overlay_grid(
     row_titles: Sequence[str],
     column_titles: Sequence[str],
     shared_scale: bool = False,
-    cell_height: int = 110,
+    cell_height: int | None = None,
 ) -> go.Figure:
     """A grid of attention maps over one input.
 
@@ -54,9 +54,11 @@ def overlay_grid(
         row_titles: one per row (shown on the left).
         column_titles: one per column (shown on top).
         shared_scale: one colour scale for all cells instead of one per cell.
-        cell_height: pixels per row.
+        cell_height: pixels per row (default: as wide as a cell of a page-wide grid).
     """
     rows, cols = heats.shape[:2]
+    if cell_height is None:
+        cell_height = max(70, min(200, 900 // cols))
     fig = make_subplots(
         rows=rows,
         cols=cols,
@@ -179,7 +181,12 @@ def token_ticks(labels: Sequence[str], max_ticks: int = 12) -> tuple[list[int], 
 
 
 def token_matrix_figure(
-    probs: np.ndarray, labels: Sequence[str], query: int, n_extra_first: int, height: int = 420
+    probs: np.ndarray,
+    labels: Sequence[str],
+    query: int,
+    n_extra_first: int,
+    title: str = "",
+    height: int = 420,
 ) -> go.Figure:
     """A head's full attention ``[T, T]``: rows are queries, columns are keys.
 
@@ -191,6 +198,7 @@ def token_matrix_figure(
         labels: a name per token (:meth:`core.attention.TokenLayout.token_label`).
         query: the query token, whose row is outlined.
         n_extra_first: leading extra tokens; a line separates them from the patches.
+        title: the chart's title (none when empty).
         height: figure height in pixels.
     """
     t = probs.shape[0]
@@ -223,7 +231,11 @@ def token_matrix_figure(
     fig.update_yaxes(
         title_text="query token", autorange="reversed", scaleanchor="x", constrain="domain", **ticks
     )
-    fig.update_layout(height=height, margin=dict(l=8, r=8, t=32, b=8))
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=13)) if title else None,
+        height=height,
+        margin=dict(l=8, r=8, t=32, b=8),
+    )
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
     return fig

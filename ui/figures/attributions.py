@@ -1,4 +1,4 @@
-"""Figures and downloads of the attributions page. Inputs are numpy arrays; no torch here.
+"""Figures of the attributions page (plotly). Inputs are numpy arrays; no torch here.
 
 Methods differ in scale by orders of magnitude (a gradient vs. an occlusion score), so every map
 is divided by its own 99th percentile of ``|value|`` and clipped to ``[-1, 1]``: one signed colour

@@ -18,10 +18,10 @@ from core.feature_maps.maps import (
     SIGNED,
     ChannelGrid,
     DepthStrip,
-    WeightImages,
     colour_key,
     colour_scheme,
 )
+from core.feature_maps.weights import WeightImages
 from ui.figures.common import (
     COLOUR_BAR,
     SCHEME_SCALES,

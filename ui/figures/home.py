@@ -10,6 +10,8 @@ import plotly.graph_objects as go
 
 from ui.figures.common import to_rgb_uint8
 
+GRID_SAMPLES = 16
+"""Samples in the overview's grid: two rows of :func:`sample_grid`'s eight columns."""
 TITLE_CHARS = 11
 """Class names longer than this are shortened (with "…") in the sample grid's titles."""
 PREFERRED_ATTENTION_RUN = "vit-shapes"
