@@ -49,7 +49,7 @@ def _view(view: str, run: str, store: bool = True) -> dict[str, float]:
     from core.feature_maps import top_examples as topk
     from core.feature_maps import visualisation as fvis
     from core.models import precompute
-    from ui import cache
+    from ui import cache, fits
 
     if not store:
         precompute.load = lambda *args, **kwargs: None
@@ -77,25 +77,25 @@ def _view(view: str, run: str, store: bool = True) -> dict[str, float]:
     elif view in ("projection", "projection_layer_change"):
         layer = "head.pool" if view == "projection" else "block2.pool"
         if view == "projection_layer_change":  # the default layer was shown already
-            cache.feature_info(run, "head.pool", 2000)
-            cache.projection(run, "head.pool", 2000, "UMAP", 2)
+            fits.feature_info(run, "head.pool", 2000)
+            fits.projection(run, "head.pool", 2000, "UMAP", 2)
             start = time.perf_counter()
         cache.projection_samples(run, 2000)
         cache.sample_predictions(run, 2000)
-        cache.feature_info(run, layer, 2000)
-        if not cache.projection_ready(run, layer, 2000, "UMAP", 2):
-            cache.projection(run, layer, 2000, "PCA", 2)
+        fits.feature_info(run, layer, 2000)
+        if not fits.projection_ready(run, layer, 2000, "UMAP", 2):
+            fits.projection(run, layer, 2000, "PCA", 2)
         content = time.perf_counter() - start
-        cache.projection(run, layer, 2000, "UMAP", 2)
+        fits.projection(run, layer, 2000, "UMAP", 2)
     elif view == "depth":
         cache.projection_samples(run, 1000)
         cache.sample_predictions(run, 1000)
-        cache.depth_projection(run, tuple(cache.report_layers(run)), 1000, "PCA")
+        fits.depth_projection(run, tuple(fits.report_layers(run)), 1000, "PCA")
     elif view.startswith("report"):
-        cache.report(run, 1000)
-        cache.report(run, 1000, "random")
-        cache.report_cka(run, 1000)
-        cache.report_cka(run, 1000, "random")
+        fits.report(run, 1000)
+        fits.report(run, 1000, "random")
+        fits.report_cka(run, 1000)
+        fits.report_cka(run, 1000, "random")
     elif view == "attention":
         cache.analysis(run, "attention.maps", Inputs.sample(0))
         cache.analysis(run, "attention.head_statistics", Inputs(split="val"))

@@ -19,7 +19,7 @@ from core.models import precompute as pre
 from core.models.runs import LoadedRun
 from core.projections.fits import METHODS
 from core.projections.report_card import LABEL, LayerReport, default_layer
-from ui import cache, exports, state
+from ui import cache, exports, fits, state
 from ui.figures import projections as figs
 from ui.figures.common import PLOTLY_CONFIG, nearest_upscale
 
@@ -122,7 +122,7 @@ def map_view(name: str, run: LoadedRun) -> None:
     """One layer's map, with selection, gallery and CSV download."""
     data, classes = run.dataset, run.dataset.info.class_names
     names = [INPUT, *cache.cls_layers(name)] + [layer.name for layer in cache.layers(name)]
-    first = default_layer(cache.report_layers(name))
+    first = default_layer(fits.report_layers(name))
     c1, c2, c3 = st.columns([3, 2.2, 1.2])
     c4, c5, _ = st.columns([3, 2.2, 1.2])
     layer = c1.selectbox(
@@ -147,7 +147,7 @@ def map_view(name: str, run: LoadedRun) -> None:
 
     idx = cache.projection_samples(name, n)
     preds = cache.sample_predictions(name, n)
-    features = cache.feature_info(name, layer, n)  # widths only; stored when shipped
+    features = fits.feature_info(name, layer, n)  # widths only; stored when shipped
     colour, categories = colour_values(run, colour_by, idx, preds.predicted, preds.probs)
     hover = [
         f"sample {s} · {classes[t]}"
@@ -161,15 +161,15 @@ def map_view(name: str, run: LoadedRun) -> None:
     mask = np.isin(idx, chosen)
 
     note, slot = st.empty(), st.empty()
-    if method != "PCA" and not cache.projection_ready(name, layer, n, method, dims):
-        stand_in = cache.projection(name, layer, n, "PCA", dims)
+    if method != "PCA" and not fits.projection_ready(name, layer, n, method, dims):
+        stand_in = fits.projection(name, layer, n, "PCA", dims)
         note.info(f"⏳ Showing a **PCA stand-in** while {method} runs; it is replaced when ready.")
         title = f"PCA stand-in · {layer}"
         slot.plotly_chart(
             figs.point_map(stand_in.coords, colour, categories, hover, mask, title, colour_by),
             config=PLOTLY_CONFIG,
         )
-    result = cache.projection(name, layer, n, method, dims)  # progress bar, Stop
+    result = fits.projection(name, layer, n, method, dims)  # progress bar, Stop
     note.empty()
     title = f"{method} · {layer}"
     fig = figs.point_map(result.coords, colour, categories, hover, mask, title, colour_by)
@@ -222,7 +222,7 @@ def map_view(name: str, run: LoadedRun) -> None:
 def depth_view(name: str, run: LoadedRun) -> None:
     """The same samples at every layer of the ladder, aligned from layer to layer."""
     data = run.dataset
-    ladder = tuple(cache.report_layers(name))
+    ladder = tuple(fits.report_layers(name))
     c1, c2, c3 = st.columns([2, 2, 3])
     method = c1.segmented_control(
         "Method", ("PCA", "UMAP"), default="PCA", key="depth_method", **state.VIEW
@@ -233,7 +233,7 @@ def depth_view(name: str, run: LoadedRun) -> None:
     colour_by = c3.selectbox("Colour by", factors, **state.scoped("depth_colour", "true label"))
     idx = cache.projection_samples(name, n)
     preds = cache.sample_predictions(name, n)
-    depth = cache.depth_projection(name, ladder, n, method)  # progress bar, Stop
+    depth = fits.depth_projection(name, ladder, n, method)  # progress bar, Stop
     colour, categories = colour_values(run, colour_by, idx, preds.predicted, preds.probs)
     st.plotly_chart(
         figs.depth_strip(depth.coords, depth.layers, colour, categories),
@@ -282,8 +282,8 @@ def report_view(name: str, run: LoadedRun) -> None:
         **state.scoped("card_versus", "random init"),
         help="Another run is fed this run's held-out samples (resized if needed).",
     )
-    trained = cache.report(name, n)  # stored for the defaults; else a progress bar
-    random = cache.report(name, n, "random")
+    trained = fits.report(name, n)  # stored for the defaults; else a progress bar
+    random = fits.report(name, n, "random")
     j = targets.index(target)
     chance = float(trained.chance[j])
     last, best = trained.probe[-1, j].mean(), trained.most_readable(j)
@@ -331,12 +331,12 @@ def report_view(name: str, run: LoadedRun) -> None:
     left.markdown("**Layer-to-layer similarity** (linear CKA)")
     left.plotly_chart(
         figs.cka_heatmap(
-            cache.report_cka(name, n).matrix, trained.layers, trained.layers, name, name
+            fits.report_cka(name, n).matrix, trained.layers, trained.layers, name, name
         ),
         config=PLOTLY_CONFIG,
         key="card_cka",
     )
-    other = cache.report_cka(name, n, "random" if versus == "random init" else versus)
+    other = fits.report_cka(name, n, "random" if versus == "random init" else versus)
     right.markdown(f"**{name} vs {versus}** (linear CKA, same samples)")
     right.plotly_chart(
         figs.cka_heatmap(other.matrix, other.layers, other.other_layers, versus, name),
