@@ -146,6 +146,17 @@ FAMILIES = ("models", "feature_maps", "projections", "attention", "attributions"
 """The family folders of ``core`` that hold analyses."""
 
 
+def get(name: str) -> Analysis:
+    """The analysis registered as ``name`` (``"<family>.<name>"``), its family imported first.
+
+    Raises:
+        KeyError: no such analysis.
+    """
+    if name not in REGISTRY:
+        analyses(name.split(".")[0])
+    return REGISTRY[name]
+
+
 def analyses(family: str | None = None) -> list[Analysis]:
     """Every analysis (of one family), in registration order.
 

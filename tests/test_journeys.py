@@ -161,6 +161,7 @@ def selected_tab(page: object) -> str:
             None,
         ),
         ("attributions?run=cnn-shapes&sample=7", {"Class to explain": "star"}, "Sanity check"),
+        ("?run=mlp-digits&sample=3", {}, "Train a model"),
     ],
 )
 def test_a_copied_link_reopens_the_same_view(
@@ -168,7 +169,7 @@ def test_a_copied_link_reopens_the_same_view(
 ) -> None:
     """Set non-default values, copy the address, open it in a fresh browser: the same view."""
     url, _ = server
-    name = path.split("?")[0]
+    name = path.split("?")[0] or "home"
     page = open_url(browser, f"{url}/{path}", f"journey-link-{name}")
     for label, option in choices.items():
         choose(page, label, option)

@@ -1,17 +1,15 @@
 """Every ``st.cache_*`` wrapper of the app, and the one call through which pages run analyses.
 
-Runs, models and datasets are resources shared by all sessions (one copy per process). Any
-registered analysis runs through :func:`analysis`: one process-wide result per key, computed
-once when several sessions ask at the same time, with a progress bar and the time left where
-the page asks (:mod:`ui.progress`); Stop or any widget change interrupts it and nothing
-half-done is kept. Results the shipped runs' first views need are read from the run's result
-store (:mod:`core.result_store`, written by ``make assets``); a user's own runs store what they
-computed. Projections and the report card, which are several stages, are in :mod:`ui.fits`.
-Hooked forward passes are serialised per model by :func:`core.hooks.model_lock` in ``core``.
+Runs are shared by all sessions, one copy per process (:func:`per_run`). Every registered
+analysis runs through :func:`analysis`: computed once per key even when many sessions ask,
+with a progress bar and time left (:mod:`ui.progress`); Stop interrupts it and keeps nothing.
+The shipped runs' first views come from their result stores. Multi-stage projections and the
+report card are in :mod:`ui.fits`.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,7 +19,7 @@ import streamlit as st
 
 from core import worker
 from core.activations import LayerInfo, list_layers
-from core.analysis import REGISTRY, Analysis, Batch, Compatibility, Inputs, analyses
+from core.analysis import Batch, Compatibility, Inputs, get
 from core.attention import sites as attention_sites
 from core.data import uploads
 from core.data.datasets import stratified_sample
@@ -51,6 +49,31 @@ def loaded_run(name: str) -> LoadedRun:
     return _loaded_run(name, run_mtime(name))
 
 
+def per_run(
+    max_entries: int = 16, spinner: str | bool = False
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Caches ``fn(run, *args)`` as ``fn(name, *args)``, one copy per process for every session.
+
+    The key is the run's name, its ``run.json`` mtime (a rewritten run is a new entry) and the
+    arguments, which must be hashable. Values are shared, never copied: treat them as read-only.
+    """
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        def cached(name: str, mtime: float, *args: Any) -> T:
+            return fn(_loaded_run(name, mtime), *args)
+
+        cached.__qualname__ = f"per_run.{fn.__qualname__}"  # one st.cache per function
+        cached = st.cache_resource(max_entries=max_entries, show_spinner=spinner)(cached)
+
+        @functools.wraps(fn)
+        def by_name(name: str, *args: Any) -> T:
+            return cached(name, run_mtime(name), *args)
+
+        return by_name
+
+    return decorate
+
+
 def run_list() -> list[RunInfo]:
     """All readable runs (cheap: a few small JSON files)."""
     return runs.list_runs()
@@ -61,66 +84,40 @@ def run_scan() -> tuple[list[RunInfo], list[runs.RunError]]:
     return runs.scan_runs()
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _layers(name: str, mtime: float) -> list[LayerInfo]:
-    run = _loaded_run(name, mtime)
+@per_run()
+def layers(run: LoadedRun) -> list[LayerInfo]:
+    """The run's model summary (``name`` in, like every function here)."""
     return list_layers(run.model, run.info.input_shape)
 
 
-def layers(name: str) -> list[LayerInfo]:
-    """The run's model summary."""
-    return _layers(name, run_mtime(name))
-
-
-@st.cache_resource(max_entries=16, show_spinner="Scoring the model…")
-def _predictions(name: str, mtime: float, split: str) -> Predictions:
-    run = _loaded_run(name, mtime)
-    return stored(
+@per_run(spinner="Scoring the model…")
+def predictions(run: LoadedRun, split: str = "val") -> Predictions:
+    """The model's predictions on a split (``train``, ``val`` or ``test``)."""
+    return pre.stored(
         run, "predictions", {"split": split}, Predictions, lambda: pre.predictions(run, split)
     )
 
 
-def predictions(name: str, split: str = "val") -> Predictions:
-    """The model's predictions on a split (``train``, ``val`` or ``test``)."""
-    return _predictions(name, run_mtime(name), split)
-
-
-def sample_image(name: str, sample: int) -> np.ndarray:
-    """Validation sample ``sample`` of the run as ``[C, H, W]``."""
-    return input_image(name, Inputs.sample(sample))
-
-
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _upload_image(name: str, mtime: float, image_id: str) -> np.ndarray:
-    fitted, _ = fmaps.fit_input(
-        uploads.load_image(image_id), _loaded_run(name, mtime).info.input_shape
-    )
-    return fitted
-
-
-def input_image(name: str, inputs: Inputs) -> np.ndarray:
+@per_run(max_entries=64)
+def input_image(run: LoadedRun, inputs: Inputs) -> np.ndarray:
     """The one image ``inputs`` names (an upload, fitted to the model's input) as ``[C, H, W]``."""
-    return _image(name, run_mtime(name), inputs)
+    if inputs.upload:
+        return fmaps.fit_input(uploads.load_image(inputs.upload), run.info.input_shape)[0]
+    return run.dataset.images[run.splits.val[inputs.indices[0]]]
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _upload_prediction(name: str, mtime: float, image_id: str) -> Predictions:
-    image = _upload_image(name, mtime, image_id)
-    return predict(_loaded_run(name, mtime).model, image[None], np.array([-1]))
-
-
-def input_probs(name: str, inputs: Inputs) -> np.ndarray:
+@per_run(max_entries=64)
+def input_probs(run: LoadedRun, inputs: Inputs) -> np.ndarray:
     """``[K]`` the model's class probabilities for the one image ``inputs`` names."""
     if inputs.upload:
-        return _upload_prediction(name, run_mtime(name), inputs.upload).probs[0]
-    return predictions(name, "val").probs[inputs.indices[0]]
+        image = input_image(run.info.name, inputs)
+        return predict(run.model, image[None], np.array([-1])).probs[0]
+    return predictions(run.info.name, "val").probs[inputs.indices[0]]
 
 
 def input_label(name: str, inputs: Inputs) -> int | None:
     """The true class of the one image ``inputs`` names (``None``: an upload, unknown)."""
-    if inputs.upload:
-        return None
-    return int(predictions(name, "val").labels[inputs.indices[0]])
+    return None if inputs.upload else int(predictions(name, "val").labels[inputs.indices[0]])
 
 
 def input_prediction(name: str, inputs: Inputs) -> str:
@@ -130,27 +127,13 @@ def input_prediction(name: str, inputs: Inputs) -> str:
     return f"{loaded_run(name).info.dataset.class_names[top]} ({probs[top]:.0%})"
 
 
-# --- feature maps ------------------------------------------------------------------------------
-
-
-def _image(name: str, mtime: float, inputs: Inputs) -> np.ndarray:
-    """``[C, H, W]``: the validation sample or fitted upload that ``inputs`` names."""
-    if inputs.upload:
-        return _upload_image(name, mtime, inputs.upload)
-    run = _loaded_run(name, mtime)
-    return run.dataset.images[run.splits.val[inputs.indices[0]]]
-
-
-def batch(name: str, inputs: Inputs) -> Batch:
+@per_run(max_entries=32)
+def batch(run: LoadedRun, inputs: Inputs) -> Batch:
     """The images ``inputs`` names, as an analysis batch (an upload's label is unknown: -1)."""
-    return _batch(name, run_mtime(name), inputs)
-
-
-def _batch(name: str, mtime: float, inputs: Inputs) -> Batch:
-    run = _loaded_run(name, mtime)
     classes = run.info.dataset.class_names
     if inputs.upload:
-        return Batch(_image(name, mtime, inputs)[None], np.array([-1]), class_names=classes)
+        image = input_image(run.info.name, inputs)
+        return Batch(image[None], np.array([-1]), class_names=classes)
     splits, data = run.splits, run.dataset
     named = {"held_out": np.concatenate([splits.val, splits.test]), "all": np.arange(len(data))}
     idx = named[inputs.split] if inputs.split in named else getattr(splits, inputs.split)
@@ -174,13 +157,6 @@ _STORED: dict[str, tuple[str, Callable[[Inputs, Any], dict[str, Any] | None]]] =
 options, ``None``: not stored). The shipped runs' store is written by ``make assets``."""
 
 
-def registered(analysis: str) -> Analysis:
-    """The registered analysis ``analysis`` (``"<family>.<name>"``), its family imported first."""
-    if analysis not in REGISTRY:
-        analyses(analysis.split(".")[0])
-    return REGISTRY[analysis]
-
-
 def analysis(name: str, analysis: str, inputs: Inputs, options: Any = None, label: str = "") -> Any:
     """Registered ``analysis`` of run ``name`` with ``options`` (``None``: its defaults) on the
     images ``inputs`` names: the one cached call every page uses.
@@ -190,38 +166,21 @@ def analysis(name: str, analysis: str, inputs: Inputs, options: Any = None, labe
     :data:`_STORED` are read from the run's result store first. ``ValueError`` from ``core``
     (a method that does not apply, a bad layer) reaches the caller.
     """
-    spec = registered(analysis)
+    spec = get(analysis)
     options = spec.options() if options is None else options
     mtime = run_mtime(name)
     run = _loaded_run(name, mtime)
 
     def compute(progress: Progress) -> Any:
         def result() -> Any:
-            return spec.function(run.model, _batch(name, mtime, inputs), options, progress=progress)
+            return spec.function(run.model, batch(name, inputs), options, progress=progress)
 
         kept_as, key_of = _STORED.get(analysis, ("", lambda i, o: None))
         args = key_of(inputs, options)
-        return result() if args is None else stored(run, kept_as, args, object, result)
+        return result() if args is None else pre.stored(run, kept_as, args, object, result)
 
     key = (name, mtime, analysis, inputs, options)
     return computed(_RESULTS, key, compute, label or spec.title)
-
-
-# --- projections and the layer report card -----------------------------------------------------
-
-
-def stored(
-    run: LoadedRun, analysis: str, args: dict[str, Any], expected: type[T], compute: Callable[[], T]
-) -> T:
-    """The run's stored result of ``analysis(args)``, else ``compute()`` (stored for the
-    user's own runs; the shipped runs' store is written by ``make assets`` only)."""
-    found = pre.load(run, analysis, args, expected)
-    if found is not None:
-        return found
-    result = compute()
-    if not run.info.shipped:
-        pre.save(run, analysis, args, result)
-    return result
 
 
 def _warm_up() -> None:
@@ -240,46 +199,26 @@ def _warm_up() -> None:
 
 @st.cache_resource(show_spinner=False)
 def start_warm_up() -> threading.Thread:
-    """Starts the warm-up, once per server process, in a daemon thread.
-
-    It loads and scores the default run (what the first visitor sees), then loads the other
-    shipped runs while the fit worker compiles umap-learn's kernels (for projections that are
-    not stored). The shipped runs' first views are read from their stores, so nothing else
-    needs computing ahead.
-    """
+    """Starts the warm-up once per server process, in a daemon thread: loads and scores the
+    default run, then loads the other shipped runs while the fit worker compiles umap-learn."""
     thread = threading.Thread(target=_warm_up, name="warm-up", daemon=True)
     thread.start()
     return thread
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _projection_samples(name: str, mtime: float, n: int, seed: int) -> np.ndarray:
-    return pre.projection_samples(_loaded_run(name, mtime), n, seed)
-
-
-def projection_samples(name: str, n: int, seed: int = 0) -> np.ndarray:
+@per_run()
+def projection_samples(run: LoadedRun, n: int, seed: int = 0) -> np.ndarray:
     """``[n]`` indices into the run's whole dataset, stratified by class, sorted."""
-    return _projection_samples(name, run_mtime(name), n, seed)
+    return pre.projection_samples(run, n, seed)
 
 
-@st.cache_resource(max_entries=16, show_spinner="Scoring the samples…")
-def _sample_predictions(name: str, mtime: float, n: int, seed: int) -> Predictions:
-    run = _loaded_run(name, mtime)
-    return stored(
-        run,
-        "sample-predictions",
-        {"n": n, "seed": seed},
-        Predictions,
-        lambda: pre.sample_predictions(run, n, seed),
-    )
-
-
-def sample_predictions(name: str, n: int, seed: int = 0) -> Predictions:
+@per_run(spinner="Scoring the samples…")
+def sample_predictions(run: LoadedRun, n: int, seed: int = 0) -> Predictions:
     """The model's predictions on :func:`projection_samples`."""
-    return _sample_predictions(name, run_mtime(name), n, seed)
-
-
-# --- attention ---------------------------------------------------------------------------------
+    args = {"n": n, "seed": seed}
+    return pre.stored(
+        run, "sample-predictions", args, Predictions, lambda: pre.sample_predictions(run, n, seed)
+    )
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

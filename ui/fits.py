@@ -27,7 +27,7 @@ from core.models.runs import LoadedRun
 from core.projections import features as feats
 from core.projections import fits as proj
 from core.projections import report_card as card
-from ui.cache import cls_layers, layers, loaded_run, run_mtime, stored
+from ui.cache import cls_layers, layers, loaded_run, run_mtime
 from ui.progress import Flight, Progress, Results, computed
 
 T = TypeVar("T")
@@ -89,7 +89,7 @@ def feature_info(name: str, layer: str, n: int, seed: int = 0) -> feats.FeatureI
 
     def compute(progress: Progress) -> feats.FeatureInfo:
         args = {"layer": layer, "n": n, "seed": seed}
-        return stored(
+        return pre.stored(
             run,
             "feature-info",
             args,

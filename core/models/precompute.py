@@ -327,3 +327,17 @@ def args_text(args: dict[str, Any]) -> str:
             value = f"[{len(value)} layers]"
         parts.append(f"{key}={value}")
     return " ".join(parts)
+
+
+def stored(
+    run: LoadedRun, analysis: str, args: dict[str, Any], expected: type[T], compute: Callable[[], T]
+) -> T:
+    """The run's stored result of ``analysis(args)``, else ``compute()`` (stored for the
+    user's own runs; the shipped runs' store is written by ``make assets`` only)."""
+    found = load(run, analysis, args, expected)
+    if found is not None:
+        return found
+    result = compute()
+    if not run.info.shipped:
+        save(run, analysis, args, result)
+    return result
