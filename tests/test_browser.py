@@ -76,9 +76,8 @@ def test_bring_your_own_resnet18_then_its_pages(
     page.goto(url, wait_until="domcontentloaded")
     page.get_by_text("Test accuracy").wait_for()
     page.get_by_role("tab", name="Bring your own").click()
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
-        str(resnet_weights)
-    )
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Weights file")
+    uploader.locator("input[type=file]").set_input_files(str(resnet_weights))
     page.get_by_text("resnet18.safetensors").wait_for(state="attached")
     page.get_by_role("button", name="Import").click()
     page.get_by_text("Imported resnet18-shapes").wait_for(timeout=300_000)
