@@ -69,6 +69,8 @@ def open_url(browser: object, url: str, name: str, chart: bool = True) -> object
     page.goto(url, wait_until="domcontentloaded")
     if chart:
         page.locator(".js-plotly-plot").first.wait_for(timeout=300_000)
+    else:  # the script has drawn the sidebar at least
+        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.wait_for()
     settle(page)
     shot(page, name)
     assert not exceptions(page), f"exception on {name}: {exceptions(page)}"
