@@ -4,10 +4,21 @@ the warm-up already under way when the first visitor arrives.
 Both commands serve the same app, deep links included (see :mod:`ui.navigation`). The warm-up
 (imports, the default run, umap's compilation; see :func:`ui.cache.start_warm_up`) starts with
 the server instead of with the first visitor. :func:`launch` starts it for tests and benches.
+
+Why the warm-up ends with ``gc.freeze()``: Streamlit runs a full ``gc.collect(2)`` after every
+script run (``runner.postScriptGC``). With torch, torchvision (which pulls in sympy and
+dynamo), scikit-learn, umap and plotly imported, the heap holds ~500,000 objects and each full
+collection takes 0.5-0.9 s holding the interpreter lock: every interaction of every session
+paid it, one after another. Freezing the start-up heap (modules, loaded runs) moves it out of
+the collector's sight; later garbage is still collected. What can go wrong: objects alive at
+a freeze are never collected, so it runs only after the imports and after the warm-up, when
+what is alive is long-lived.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
 import os
 import socket
@@ -22,6 +33,7 @@ from typing import IO
 from streamlit.web import cli
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
+VIEWS = tuple(f"ui.views.{p.stem}" for p in (APP.parent / "ui" / "views").glob("[!_]*.py"))
 
 
 def _warm_up() -> None:
@@ -31,7 +43,12 @@ def _warm_up() -> None:
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(
         logging.ERROR
     )
-    cache.start_warm_up()
+    warm_up = cache.start_warm_up()
+    for view in VIEWS:  # what every page imports on its first run
+        importlib.import_module(view)
+    gc.freeze()  # the imports: most of the heap
+    warm_up.join()
+    gc.freeze()  # the loaded runs
 
 
 def main() -> None:
