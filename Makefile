@@ -1,9 +1,11 @@
 # layerscope: `make run` serves the app, `make test` runs the tests. Both set up .venv first.
+# `make run WORKERS=3`: three app processes behind nginx (`make system-deps` installs it).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PORT ?= 8501
 ADDRESS ?= 127.0.0.1
+WORKERS ?= 1
 
 .PHONY: run test setup system-deps assets bench lint format
 
@@ -19,7 +21,12 @@ system-deps:
 	@bash scripts/system_deps.sh
 
 run: $(STAMP)
+ifeq ($(WORKERS),1)
 	$(VENV)/bin/python -m ui.serve --server.address $(ADDRESS) --server.port $(PORT)
+else
+	@command -v nginx >/dev/null 2>&1 || $(MAKE) system-deps
+	$(VENV)/bin/python -m ui.proxy --workers $(WORKERS) --address $(ADDRESS) --port $(PORT)
+endif
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/python -m pytest

@@ -44,6 +44,15 @@ class Selectbox:
     value: str | None
 
 
+@dataclass(frozen=True)
+class Widget:
+    """A button or number input as the last run drew it (``integer``: a number input of ints)."""
+
+    id: str
+    kind: str
+    integer: bool = False
+
+
 @dataclass
 class RunResult:
     """What one script run looked like from the tab.
@@ -85,8 +94,11 @@ class StreamlitTab:
         host_port: str,
         timeout: float = 120.0,
         on_auto_rerun: Callable[[RunResult], None] | None = None,
+        cookie: str | None = None,
     ) -> None:
         self.url = f"ws://{host_port}/_stcore/stream"
+        self.headers = {"Cookie": cookie} if cookie else {}
+        self.widgets: dict[str, Widget] = {}
         self.timeout = timeout
         self.on_auto_rerun = on_auto_rerun
         self.page_hash = ""
@@ -105,13 +117,19 @@ class StreamlitTab:
         start = time.perf_counter()
         try:
             self._ws = await asyncio.wait_for(
-                connect(self.url, subprotocols=["streamlit"], max_size=None, compression=None),
+                connect(
+                    self.url,
+                    subprotocols=["streamlit"],
+                    max_size=None,
+                    compression=None,
+                    additional_headers=self.headers,
+                ),
                 self.timeout,
             )
         except (OSError, TimeoutError, WebSocketException) as err:
             self._broken = True
             return RunResult(time.perf_counter() - start, "disconnected", [repr(err)])
-        return await self._rerun(ClientState(query_string=query, page_name=page), start)
+        return await self._rerun(ClientState(query_string=query, page_name=page), start=start)
 
     async def set_selectbox(self, label: str, value: str) -> RunResult:
         """Picks ``value`` (a formatted option) in the selectbox labelled ``label``; reruns."""
@@ -124,6 +142,24 @@ class StreamlitTab:
             result.status = "widget lost"
             result.problems.append(f"the page no longer draws the selectbox {label!r}")
         return result
+
+    def set_number(self, label: str, value: float) -> None:
+        """Types ``value`` into the number input labelled ``label`` (sent with the next rerun:
+        inside a form, that is its submit)."""
+        box = self.widgets[label]
+        state = WidgetState(id=box.id)
+        if box.integer:
+            state.int_value = int(value)
+        else:
+            state.double_value = float(value)
+        self._states[box.id] = state
+
+    async def click(self, label: str) -> RunResult:
+        """Clicks the button labelled ``label`` (a form's submit button sends the form)."""
+        trigger = WidgetState(id=self.widgets[label].id, trigger_value=True)
+        return await self._rerun(
+            ClientState(query_string=self.query, page_script_hash=self.page_hash), [trigger]
+        )
 
     async def think(self, seconds: float) -> None:
         """Waits ``seconds`` like an idle user, serving the page's timed fragment reruns."""
@@ -156,12 +192,19 @@ class StreamlitTab:
             await self._ws.close()
             self._ws = None
 
-    async def _rerun(self, client_state: ClientState, start: float | None = None) -> RunResult:
-        """Sends one rerun request and reads messages until its run finishes."""
+    async def _rerun(
+        self,
+        client_state: ClientState,
+        triggers: list[WidgetState] | None = None,
+        start: float | None = None,
+    ) -> RunResult:
+        """Sends one rerun request (with button ``triggers``: this run only) and reads messages
+        until its run finishes."""
         start = time.perf_counter() if start is None else start
         if self._ws is None or self._broken:
             return RunResult(0.0, "disconnected", ["the tab was already broken"])
         client_state.widget_states.widgets.extend(self._states.values())
+        client_state.widget_states.widgets.extend(triggers or [])
         client_state.context_info.timezone = "UTC"
         client_state.context_info.locale = "en-US"
         fragment_run = bool(client_state.fragment_id)
@@ -255,3 +298,9 @@ class StreamlitTab:
             else:
                 value = None
             seen[box.label] = Selectbox(box.id, box.label, options, value)
+        elif which == "button":
+            self.widgets[element.button.label] = Widget(element.button.id, "button")
+        elif which == "number_input":
+            box = element.number_input
+            integer = box.data_type == box.INT
+            self.widgets[box.label] = Widget(box.id, "number_input", integer)

@@ -13,7 +13,7 @@ from ui.views import home
 def home_tabs() -> tuple[DeltaGenerator, ...]:
     """The three tabs, bound to ``?home_tab=``; opens on Train while or after a job runs."""
     ss = st.session_state
-    fresh = "home_tab" not in ss and "training_job" in ss
+    fresh = "home_tab" not in ss and ("training_job" in ss or "job" in st.query_params)
     if ss.pop("home_show_training", False) or fresh:
         ss["home_tab"] = home.TRAIN_TAB
     return tuple(st.tabs(home.TABS, key="home_tab", bind="query-params", on_change="rerun"))

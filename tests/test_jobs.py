@@ -152,7 +152,9 @@ def test_killed_daemon_is_replaced_and_its_job_settled(worker_root: Path) -> Non
     assert job_reaches(next_job, worker_root, lambda j: j.state == "done")
 
 
-def test_full_disk_during_a_checkpoint(isolated_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_during_a_checkpoint(
+    isolated_runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     saved = runs.save_state_dict
     calls = {"n": 0}
 

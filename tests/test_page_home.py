@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from core.models.runs import import_run, list_runs
+from core.jobs import queue
+from core.models.runs import import_run, list_runs, read_run
 from core.models.train import TrainConfig, train
 from core.models.zoo import build_model
 from ui.figures.home import TITLE_CHARS, sample_grid
@@ -21,6 +24,12 @@ TRAIN_TAB = "Train a model"
 
 def app() -> AppTest:
     return AppTest.from_file(APP, default_timeout=180)
+
+
+@pytest.fixture(autouse=True)
+def short_lived_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training daemon a test starts exits soon after its queue is empty."""
+    monkeypatch.setenv("LAYERSCOPE_WORKER_IDLE_S", "5")
 
 
 def click_train(at: AppTest) -> AppTest:
@@ -89,9 +98,10 @@ def test_train_tiny_run_from_widgets(isolated_runs: Path) -> None:
     at.number_input(key="train_samples").set_value(300)
     at.text_input(key="train_name").set_value("tiny-mlp")
     click_train(at)
-    if "training_job" in at.session_state:  # still running: Train is off, and says why
+    if "training_job" in at.session_state:  # queued or running: Train is off, and says why
         assert next(b for b in at.button if b.label == "Train").disabled
-        assert any("is running" in c.value for c in at.caption)
+        assert any("Your job **tiny-mlp**" in c.value for c in at.caption)
+        assert at.query_params["job"] == at.session_state["training_job"]  # a reload finds it
     rerun_until(at, lambda at: at.title[0].value == "tiny-mlp")
     assert at.session_state["run"] == "tiny-mlp"
     assert "tiny-mlp" in [r.name for r in list_runs()]
@@ -108,9 +118,11 @@ def test_stop_from_the_page_says_what_was_kept(isolated_runs: Path) -> None:
     at.text_input(key="train_name").set_value("halted")
     click_train(at)
     assert at.session_state["home_tab"] == TRAIN_TAB
-    job = at.session_state["training_job"]
+    job_id = at.session_state["training_job"]
     deadline = time.time() + 180
-    while (job.latest is None or job.latest.epoch < 2) and time.time() < deadline:
+    while ((job := queue.get(job_id)).latest is None or job.latest.epoch < 2) and (
+        time.time() < deadline
+    ):
         time.sleep(0.2)
     at.run()
     assert at.get("progress") and "left" in at.get("progress")[0].proto.text
@@ -159,3 +171,46 @@ def test_sample_titles_are_short_and_full_on_hover() -> None:
         assert len(line.replace("<b>", "").replace("</b>", "").removeprefix("→ ")) <= TITLE_CHARS
     assert "an extremely long class name" in titles[1].hovertext
     assert titles[1].text.count("<br>") == 1 and titles[0].text == "T-shirt/top"
+
+
+def test_reload_finds_the_job_and_a_taken_name_is_said(isolated_runs: Path) -> None:
+    train(TrainConfig(model="mlp", dataset="digits", n_samples=200, epochs=1), name="dup")
+    at = app().run()
+    at.selectbox(key="train_arch").set_value("mlp")
+    at.selectbox(key="train_dataset").set_value("digits")
+    at.number_input(key="train_epochs").set_value(1)
+    at.number_input(key="train_samples").set_value(300)
+    at.text_input(key="train_name").set_value("dup")
+    click_train(at)
+    assert any("already called **dup**: yours will be **dup-2**" in i.value for i in at.info)
+    reloaded = app()  # a new session on the same URL, as a reload is
+    reloaded.query_params.update(dict(at.query_params))
+    reloaded.run()
+    assert reloaded.session_state["training_job"] == at.session_state["training_job"]
+    assert reloaded.session_state["home_tab"] == TRAIN_TAB
+    rerun_until(reloaded, lambda at: any("Trained **dup-2**" in s.value for s in at.success))
+    assert reloaded.title[0].value == "dup-2" and "job" not in reloaded.query_params
+    assert read_run(isolated_runs / "dup").history  # the first run is untouched
+
+
+def test_queue_limits_are_said(isolated_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAYERSCOPE_MAX_EPOCH_SAMPLES", "1000")
+    at = app().run()
+    at.number_input(key="train_epochs").set_value(5)
+    click_train(at)
+    assert "training_job" not in at.session_state
+    assert any("too large for the class queue: 5 epochs × 10,000" in e.value for e in at.error)
+    assert not next(b for b in at.button if b.label == "Train").disabled
+
+
+def test_run_deleted_while_shown(isolated_runs: Path) -> None:
+    train(TrainConfig(model="mlp", dataset="digits", n_samples=200, epochs=1), name="gone")
+    at = app()
+    at.query_params["run"] = "gone"
+    at.run()
+    assert at.title[0].value == "gone"
+    shutil.rmtree(isolated_runs / "gone")  # another session (or a person) deletes it
+    at.run()
+    assert not at.exception
+    assert at.session_state["run"] != "gone"
+    assert any("gone" in t.value for t in at.toast) or any("gone" in w.value for w in at.warning)

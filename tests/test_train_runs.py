@@ -6,7 +6,6 @@ import copy
 import json
 import math
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,6 @@ from core.models.train import (
     MAX_LOSS_POINTS,
     MIN_STEPS_FOR_ETA,
     TrainConfig,
-    TrainingJob,
     TrainOutcome,
     TrainProgress,
     duration,
@@ -202,21 +200,6 @@ def test_stop_message_reports_kept_epochs(isolated_runs: Path) -> None:
     assert (done.kept_epochs, done.stopped, done.level) == (2, False, "success")
     failed = TrainOutcome.of(None, 2, RuntimeError("out of memory"))
     assert failed.level == "error" and "out of memory" in failed.message
-
-
-def test_training_job_stops_and_says_what_it_kept(isolated_runs: Path) -> None:
-    job = TrainingJob(TrainConfig(**{**TINY.__dict__, "epochs": 200}), name="job")
-    deadline = time.time() + 120
-    while (job.latest is None or job.latest.epoch < 3) and time.time() < deadline:
-        time.sleep(0.05)
-    assert job.outcome is None and job.running
-    job.stop()
-    job.wait(120)
-    outcome = job.outcome
-    assert outcome is not None and outcome.stopped and outcome.kept_epochs >= 2
-    n = outcome.kept_epochs
-    assert outcome.message.startswith(f"Stopped after epoch {n}; kept {n} epochs.")
-    assert len(read_run(outcome.run).history) == n
 
 
 def test_import_records_normalisation_and_applies_it(isolated_runs: Path, tmp_path: Path) -> None:

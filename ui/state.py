@@ -201,8 +201,11 @@ def sidebar() -> Selection | None:
         st.sidebar.warning("No runs yet: train one on the Home page.")
         return None
     _adopt_url_run(names)
-    if st.session_state.get("_run") not in names:
-        _set_run(DEFAULT_RUN if DEFAULT_RUN in names else names[0], sample=None)
+    if (gone := st.session_state.get("_run")) not in names:
+        fallback = DEFAULT_RUN if DEFAULT_RUN in names else names[0]
+        if gone is not None:  # deleted (by another session?) while this one showed it
+            st.session_state["_run_gone"] = f"Run “{gone}” is gone (deleted?): showing {fallback}."
+        _set_run(fallback, sample=None)
     st.session_state["run"] = st.session_state["_run"]  # the widget follows our key
     labels = {r.name: _run_label(r) for r in infos}
     run_slot, sample_slot, image_slot, upload_slot = (st.sidebar.container() for _ in range(4))
@@ -216,6 +219,8 @@ def sidebar() -> Selection | None:
     if st.session_state.pop("_run_changed", False):
         keep = {"image": st.session_state["_image"]} if st.session_state.get("_image") else {}
         st.switch_page(navigation.current_page(), query_params={"run": run, "sample": "0", **keep})
+    if gone_notice := st.session_state.pop("_run_gone", None):
+        st.sidebar.warning(gone_notice, icon=":material/warning:")
     try:
         n_val = len(cache.loaded_run(run).splits.val)
     except RunError as err:

@@ -4,13 +4,15 @@ Why it exists: the page is layout only; each view here reads its widgets, asks `
 ``core``) for the numbers and draws the figures of ``ui.figures.home``. Every verdict (at
 chance, which images were scored, which normalisation a choice means) comes from ``core``.
 
-What can go wrong: a training job lives in the session (``training_job``) and outlives a
-rerun; its outcome is kept for the Train tab when it ends. An import that fails keeps nothing
-and says why.
+What can go wrong: training runs outside this process, in the queue of :mod:`core.jobs`; the
+session keeps only the job's id (``training_job``, and ``?job=`` in the URL, so a reload finds
+it), and the job's file says how it goes. The queue may refuse a job (a limit, one job per
+session): the Train tab says why. An import that fails keeps nothing and says why.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 import pandas as pd
@@ -20,10 +22,12 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from core.data import uploads
 from core.data.folder import CLASS_ORDER_RULE
+from core.jobs import daemon as job_worker
+from core.jobs import queue as job_queue
 from core.models import runs, train, zoo
 from core.models.evaluation import CHANCE_WARNING, Predictions, accuracy_text
 from core.models.runs import EVALUATIONS, NO_NORMALIZATION_TEXT, NORMALIZATION_CHOICES, RunInfo
-from core.models.train import TrainConfig, TrainingJob
+from core.models.train import TrainConfig
 from ui import cache, state
 from ui.figures.common import PLOTLY_CONFIG
 from ui.figures.home import (
@@ -185,44 +189,77 @@ def overview(selection: state.Selection) -> None:
 # --- train a model -----------------------------------------------------------------------------
 
 
+def student() -> str:
+    """This session's student token: one job at a time each (a reload adopts its job's)."""
+    return st.session_state.setdefault("student", secrets.token_hex(8))
+
+
+def my_job() -> job_queue.Job | None:
+    """This session's training job: the one it submitted, or the one its URL names (a reload).
+
+    The job's file is the truth (any server process may serve this session); ``?job=<id>`` in
+    the URL lets a reloaded page find it again.
+    """
+    ss = st.session_state
+    url_job = st.query_params.get("job")
+    if url_job and "training_job" not in ss and (job := job_queue.get(url_job)) is not None:
+        ss["training_job"], ss["student"] = job.id, job.owner
+    job_id = ss.get("training_job")
+    return job_queue.get(job_id) if job_id else None
+
+
 @st.fragment(run_every=1.0)
 def training_status() -> None:
-    """Progress, the live curves and a stop button while a job runs; its outcome when it ends."""
-    job: TrainingJob | None = st.session_state.get("training_job")
+    """The student's place in line, or progress and live curves; Cancel; the outcome at the end."""
+    job = my_job()
     if job is None:
         return
-    if not job.running:
+    if not job.active:
         finish_training(job)
         return
-    progress = job.latest
-    label = progress.describe() if progress else "Loading the data and building the model…"
-    st.progress(progress.fraction if progress else 0.0, text=label)
-    if progress is not None:
-        figure = live_curves(
-            progress.step_losses, progress.steps_per_epoch, progress.history, progress.epochs
+    job_worker.ensure_worker()  # a dead worker is replaced, and its jobs settled
+    if job.state == "queued":
+        current = job_queue.jobs()
+        wait = job_queue.start_estimate(job, current, job_queue.Limits.load().workers)
+        waiting = sum(j.state == "queued" for j in current)
+        st.info(
+            f"Waiting in line: place **{job_queue.place(job, current)}** of {waiting}; "
+            f"training should start in {train.duration(wait)}.",
+            icon=":material/hourglass_top:",
         )
-        st.plotly_chart(figure, config=PLOTLY_CONFIG, key="train_live_curves")
-    if job.stopping:
-        st.caption("Stopping after this step; the last complete epoch is kept…")
     else:
-        st.button("Stop (keep the last complete epoch)", key="train_stop", on_click=job.stop)
+        progress = job.latest
+        label = progress.describe() if progress else "Loading the data and building the model…"
+        st.progress(progress.fraction if progress else 0.0, text=label)
+        if progress is not None:
+            figure = live_curves(
+                progress.step_losses, progress.steps_per_epoch, progress.history, progress.epochs
+            )
+            st.plotly_chart(figure, config=PLOTLY_CONFIG, key="train_live_curves")
+    if job_queue.cancel_requested(job.id):
+        st.caption("Cancelling: the last complete epoch is kept…")
+    else:
+        label = "Cancel" if job.state == "queued" else "Stop (keep the last complete epoch)"
+        st.button(label, key="train_stop", on_click=job_queue.cancel, args=(job.id,))
 
 
-def finish_training(job: TrainingJob) -> None:
-    """Keeps the ended job's outcome for the Train tab and reruns the app (selecting its run)."""
+def finish_training(job: job_queue.Job) -> None:
+    """Keeps the ended job's message for the Train tab and reruns the app (selecting its run)."""
     del st.session_state["training_job"]
-    outcome = job.outcome
-    st.session_state["train_outcome"] = outcome
+    job_queue.acknowledge(job.id)
+    st.query_params.pop("job", None)
+    st.session_state["train_outcome"] = job.message
     st.session_state["home_show_training"] = True
-    if outcome is not None and outcome.run is not None:
+    outcome = job.outcome
+    if outcome is not None and outcome.run is not None and outcome.run.exists():
         state.select_run(outcome.run.name)
     st.rerun()
 
 
 def start_training() -> None:
-    """The Train button's callback: runs before the page redraws, so the button is off at once."""
+    """The Train button's callback: queues the job (or says why not) before the page redraws."""
     ss = st.session_state
-    if ss.get("training_job") is not None:
+    if (job := my_job()) is not None and job.active:
         return
     config = TrainConfig(
         model=ss["train_arch"],
@@ -233,9 +270,22 @@ def start_training() -> None:
         lr=float(ss["train_lr"]),
         seed=int(ss["train_seed"]),
     )
-    ss["training_job"] = TrainingJob(config, name=ss["train_name"] or None)
-    ss["home_tab"] = TRAIN_TAB  # the progress is on this tab: stay on it
     ss.pop("train_outcome", None)
+    ss["home_tab"] = TRAIN_TAB  # the progress is on this tab: stay on it
+    try:
+        job = job_queue.submit(config, student(), name=ss["train_name"] or None)
+    except ValueError as err:  # JobRefused, or a teacher's limit file that cannot be read
+        ss["train_outcome"] = ("error", str(err))
+        return
+    job_worker.ensure_worker()
+    ss["training_job"] = job.id
+    st.query_params["job"] = job.id
+    if job.renamed_from:
+        ss["train_outcome"] = (
+            "info",
+            f"A run or queued job is already called **{job.renamed_from}**: "
+            f"yours will be **{job.name}**.",
+        )
 
 
 def train_form() -> None:
@@ -244,7 +294,8 @@ def train_form() -> None:
         "Train a model here, on this machine. `cnn` on `shapes` takes about "
         f"{train.QUICK_RUN_SECONDS} s on a laptop CPU."
     )
-    job: TrainingJob | None = st.session_state.get("training_job")
+    job = my_job()
+    busy = job is not None and job.active
     default = TrainConfig()
     with st.form("train_form"):
         c1, c2, c3 = st.columns(3)
@@ -270,20 +321,17 @@ def train_form() -> None:
         c7.number_input("Seed", 0, 2**31 - 1, default.seed, key="train_seed")
         st.text_input("Run name (optional)", key="train_name")
         button, note = st.columns([1, 6], vertical_alignment="center")
-        button.form_submit_button(
-            "Train", type="primary", disabled=job is not None, on_click=start_training
-        )
-        if job is not None:
-            what = (
-                f"**{job.name}**" if job.name else f"`{job.config.model}` on `{job.config.dataset}`"
-            )
+        button.form_submit_button("Train", type="primary", disabled=busy, on_click=start_training)
+        if busy:
+            doing = "is running" if job.state == "running" else "is waiting in line"
             note.caption(
-                f"Training {what} is running: Train is off until it ends or you stop it below."
+                f"Your job **{job.name}** {doing}: Train is off until it ends or you cancel it."
             )
     if job is not None:
         training_status()
     if outcome := st.session_state.get("train_outcome"):
-        getattr(st, outcome.level)(outcome.message)
+        level, text = outcome
+        getattr(st, level)(text)
 
 
 # --- bring your own ----------------------------------------------------------------------------
