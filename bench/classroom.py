@@ -15,9 +15,11 @@ folder, so only the shipped runs), waits for ``/_stcore/health``, then drives
 
 with a pause of about ``--think`` seconds between steps, during which a page's timed fragments
 (``st.fragment(run_every=...)``) rerun as in a browser. Students start spread over ``--ramp``
-seconds. Latency is from sending the rerun to ``script_finished``. An interaction is "cached"
-when it started after the first interaction with the same step and target (page, run, layer)
-had finished: the first student paid for loading and fitting, this one should not. Errors: an
+seconds, once the warm-up has ended (a class arrives at a server started before it; ``--cold``:
+as soon as it answers, during the warm-up). Latency is from sending the rerun to
+``script_finished``. An interaction is "cached" when it started after the first interaction
+with the same step and target (page, run, layer) had finished: the first student paid for
+loading and fitting, this one should not. Errors: an
 exception element, a script that does not finish within ``--timeout`` s, a closed socket. A
 student whose step failed stops there. The server's RSS (with children) is sampled every 0.2 s.
 ``--laps 2`` sends everyone through the lesson twice, so that every step is also measured cached.
@@ -25,7 +27,8 @@ Each student has their own cookie, so nginx keeps them on one process, as a brow
 
 ``--storm``: half the students (every other one) also open Home's Train tab in a second tab
 ``--storm-at`` s after the last one arrived, within 10 s of each other, set a small job
-(``--storm-epochs``, ``--storm-samples``) and press Train. The bench then waits (at most
+(``--storm-epochs``, ``--storm-samples``), press Train and watch that tab for twice
+``--think`` (its place in line and progress refresh on timers). The bench then waits (at most
 ``--storm-wait`` s) for the queue to drain and cancels what is left. ``storm_p95_s``: the p95
 of lesson interactions that ran while jobs were queued or training.
 
@@ -74,7 +77,7 @@ sys.path.insert(0, str(ROOT))
 from bench.streamlit_client import RunResult, StreamlitTab  # noqa: E402
 from core.jobs import queue  # noqa: E402
 from ui.proxy import COOKIE, Cluster  # noqa: E402
-from ui.serve import free_port, launch  # noqa: E402
+from ui.serve import free_port, launch, warmed  # noqa: E402
 
 STEPS = ("1 home", "2 switch run", "3 projections", "4 change layer", "5 attributions")
 STORM = ("6 open Train tab", "7 press Train")
@@ -216,7 +219,8 @@ class Student:
             except KeyError as err:
                 self.missing(STORM[1], str(err), 0)
                 return
-            await self.step(STORM[1], "", tab.click("Train"))
+            if await self.step(STORM[1], "", tab.click("Train")):
+                await tab.think(self.args.think * 2)  # watches its place in line a while
 
     async def lessons(self) -> int:
         for lap in range(self.args.laps):
@@ -435,6 +439,7 @@ def report(
         "interactions": len(interactions),
         "p50_s": json_seconds(p50),
         "p95_s": json_seconds(p95),
+        "peak_rss_mb": round(memory.peak / 2**20),
         "max_s": json_seconds(top),
         "cached_interactions": len(warm_s),
         "skipped_steps": skipped,
@@ -522,6 +527,9 @@ def main() -> None:
     parser.add_argument("--storm-epochs", type=int, default=2, help="epochs of a storm job")
     parser.add_argument("--storm-samples", type=int, default=1000, help="samples of a storm job")
     parser.add_argument("--storm-wait", type=float, default=900.0, help="s to drain the queue")
+    parser.add_argument(
+        "--cold", action="store_true", help="students arrive at once, during the warm-up"
+    )
     parser.add_argument("--out", type=Path, default=None, help="results file (JSON)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -534,6 +542,9 @@ def main() -> None:
         started = time.perf_counter()
         pids, stop = serve(args, port, runs_root, Path(tmp))
         try:
+            if not args.cold:  # a class arrives at a server started before it
+                warm = [warmed(log) for log in sorted(Path(tmp).glob("server-*.log"))]
+                print(f"warm-up done in {', '.join(f'{w} s' for w in warm)}", flush=True)
             sampler = MemorySampler(pids)
             idle_rss = sampler.rss()
             sampler.start()
@@ -548,7 +559,7 @@ def main() -> None:
             log, skipped = asyncio.run(classroom(f"127.0.0.1:{port}", args))
             wall = time.perf_counter() - began
             drained = drain_queue(runs_root, args.storm_wait) if args.storm else None
-            per_process = [MemorySampler([pid]).rss() for pid in pids[: args.workers]]
+            per_process = [psutil.Process(pid).memory_info().rss for pid in pids[: args.workers]]
             sampler.stopped.set()
             sampler.join()
             cpu = sampler.cpu_seconds()
@@ -562,8 +573,9 @@ def main() -> None:
     print(
         f"wall {wall:.0f} s · server CPU {cpu:.0f} s · this client's CPU "
         f"{time.process_time():.0f} s · machine load "
-        f"{os.getloadavg()[0]:.1f} · {tracebacks} traceback(s) in the server logs · RSS per "
-        f"app process at the end: {', '.join(f'{r / 2**20:.0f} MB' for r in per_process)}"
+        f"{os.getloadavg()[0]:.1f} · {tracebacks} traceback(s) in the server logs · RSS of each "
+        f"app process (without its fit worker) at the end: "
+        f"{', '.join(f'{r / 2**20:.0f} MB' for r in per_process)}"
     )
     if tracebacks:
         start = server_log.index("Traceback (most recent call last)")

@@ -10,9 +10,10 @@ script run (``runner.postScriptGC``). With torch, torchvision (which pulls in sy
 dynamo), scikit-learn, umap and plotly imported, the heap holds ~500,000 objects and each full
 collection takes 0.5-0.9 s holding the interpreter lock: every interaction of every session
 paid it, one after another. Freezing the start-up heap (modules, loaded runs) moves it out of
-the collector's sight; later garbage is still collected. What can go wrong: objects alive at
-a freeze are never collected, so it runs only after the imports and after the warm-up, when
-what is alive is long-lived.
+the collector's sight; later garbage is still collected. The imports therefore happen before
+the server listens (a few seconds, which the first visitor waited for anyway). What can go
+wrong: objects alive at a freeze are never collected, so it runs only after the imports and
+after the warm-up, when what is alive is long-lived.
 """
 
 from __future__ import annotations
@@ -36,26 +37,47 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 VIEWS = tuple(f"ui.views.{p.stem}" for p in (APP.parent / "ui" / "views").glob("[!_]*.py"))
 
 
-def _warm_up() -> None:
+WARM = "layerscope: warm-up done"
+"""What the server prints when its warm-up has ended (benches wait for it: see :func:`warmed`)."""
+
+
+def _warm_up(started: threading.Thread, since: float) -> None:
+    started.join()
+    gc.freeze()  # the loaded runs
+    print(f"{WARM} in {time.perf_counter() - since:.1f} s", flush=True)
+
+
+def main() -> None:
+    """Runs ``streamlit run app.py`` with the remaining command-line options, after importing
+    what every page needs (then frozen, before any session exists) and starting the warm-up."""
+    since = time.perf_counter()
+    for view in VIEWS:
+        importlib.import_module(view)
     from ui import cache
 
+    gc.freeze()  # the imports: most of the heap
     # Cached calls outside a session warn that they have no script context; here that is the point.
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(
         logging.ERROR
     )
-    warm_up = cache.start_warm_up()
-    for view in VIEWS:  # what every page imports on its first run
-        importlib.import_module(view)
-    gc.freeze()  # the imports: most of the heap
-    warm_up.join()
-    gc.freeze()  # the loaded runs
-
-
-def main() -> None:
-    """Runs ``streamlit run app.py`` with the remaining command-line options."""
-    threading.Thread(target=_warm_up, name="start-warm-up", daemon=True).start()
+    started = cache.start_warm_up()
+    threading.Thread(
+        target=_warm_up, args=(started, since), name="freeze-after-warm-up", daemon=True
+    ).start()
     sys.argv = ["streamlit", "run", str(APP), *sys.argv[1:]]
     cli.main()
+
+
+def warmed(log: Path, timeout: float = 300) -> float | None:
+    """Waits until the server logging to ``log`` says its warm-up ended; returns the seconds it
+    took (``None``: not within ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if WARM in text:
+            return float(text.split(WARM + " in ")[1].split(" ")[0])
+        time.sleep(0.5)
+    return None
 
 
 def free_port() -> int:

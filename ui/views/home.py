@@ -208,38 +208,60 @@ def my_job() -> job_queue.Job | None:
     return job_queue.get(job_id) if job_id else None
 
 
-@st.fragment(run_every=1.0)
 def training_status() -> None:
-    """The student's place in line, or progress and live curves; Cancel; the outcome at the end."""
+    """The student's job: their place in line (refreshed every few seconds), or its progress
+    (every second); Cancel; the outcome when it ends."""
     job = my_job()
-    if job is None:
-        return
-    if not job.active:
-        finish_training(job)
+    if job is not None:
+        (waiting_status if job.state == "queued" else running_status)()
+
+
+@st.fragment(run_every=3.0)
+def waiting_status() -> None:
+    """Place in line and the estimated start of a queued job, with Cancel."""
+    job = my_job()
+    if job is None or job.state != "queued":
+        if job is not None and not job.active:
+            finish_training(job)
+        st.rerun()  # it started (or ended): the whole tab changes
         return
     job_worker.ensure_worker()  # a dead worker is replaced, and its jobs settled
-    if job.state == "queued":
-        current = job_queue.jobs()
-        wait = job_queue.start_estimate(job, current, job_queue.Limits.load().workers)
-        waiting = sum(j.state == "queued" for j in current)
-        st.info(
-            f"Waiting in line: place **{job_queue.place(job, current)}** of {waiting}; "
-            f"training should start in {train.duration(wait)}.",
-            icon=":material/hourglass_top:",
+    current = job_queue.jobs()
+    wait = job_queue.start_estimate(job, current, job_queue.Limits.load().workers)
+    waiting = sum(j.state == "queued" for j in current)
+    st.info(
+        f"Waiting in line: place **{job_queue.place(job, current)}** of {waiting}; "
+        f"training should start in {train.duration(wait)}.",
+        icon=":material/hourglass_top:",
+    )
+    cancel_button(job, "Cancel")
+
+
+@st.fragment(run_every=1.0)
+def running_status() -> None:
+    """Progress, the live curves and Stop while the job trains; its outcome when it ends."""
+    job = my_job()
+    if job is None or not job.active:
+        if job is not None:
+            finish_training(job)
+        return
+    job_worker.ensure_worker()
+    progress = job.latest
+    label = progress.describe() if progress else "Loading the data and building the model…"
+    st.progress(progress.fraction if progress else 0.0, text=label)
+    if progress is not None:
+        figure = live_curves(
+            progress.step_losses, progress.steps_per_epoch, progress.history, progress.epochs
         )
-    else:
-        progress = job.latest
-        label = progress.describe() if progress else "Loading the data and building the model…"
-        st.progress(progress.fraction if progress else 0.0, text=label)
-        if progress is not None:
-            figure = live_curves(
-                progress.step_losses, progress.steps_per_epoch, progress.history, progress.epochs
-            )
-            st.plotly_chart(figure, config=PLOTLY_CONFIG, key="train_live_curves")
+        st.plotly_chart(figure, config=PLOTLY_CONFIG, key="train_live_curves")
+    cancel_button(job, "Stop (keep the last complete epoch)")
+
+
+def cancel_button(job: job_queue.Job, label: str) -> None:
+    """Cancel/Stop, or that it was asked for."""
     if job_queue.cancel_requested(job.id):
         st.caption("Cancelling: the last complete epoch is kept…")
     else:
-        label = "Cancel" if job.state == "queued" else "Stop (keep the last complete epoch)"
         st.button(label, key="train_stop", on_click=job_queue.cancel, args=(job.id,))
 
 
