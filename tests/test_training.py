@@ -82,7 +82,7 @@ def test_run_reference_loads_the_checkpoint(tiny_run: Path) -> None:
     first = load_state_dict(tiny_run / "checkpoints" / "epoch_000.safetensors")
     for key, value in init.model.state_dict().items():
         torch.testing.assert_close(value, first[key].to(value.dtype))
-    with pytest.raises(RunError, match="no checkpoint at epoch 0.3"):
+    with pytest.raises(RunError, match=r"no checkpoint at epoch 0\.3"):
         load_run("tiny@ckpt=0.3", roots=roots)
 
 
