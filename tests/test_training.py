@@ -189,3 +189,20 @@ def test_aligned_projection_probe_grid_and_filters(tiny_run: Path) -> None:
     frames = filters_over_training(model, batch, None, checkpoints=ckpts)
     assert frames.images.shape == (6, 16, 3, 3, 3) and frames.layer == "block1.conv1"
     assert not np.allclose(frames.norms[0], frames.norms[-1])
+
+
+def test_ridge_probe_predicts_as_sklearn_ridge_classifier() -> None:
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from core.training.probes import ridge_predict
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6))
+    y1, y2 = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0), (x[:, 2] > 0.3).astype(int)
+    train, test = slice(0, 90), slice(90, None)
+    ours = ridge_predict(x[train], [y1[train], y2[train]], x[test])
+    scaler = StandardScaler().fit(x[train])
+    for y, predicted in zip((y1, y2), ours, strict=True):
+        reference = RidgeClassifier(alpha=1.0).fit(scaler.transform(x[train]), y[train])
+        np.testing.assert_array_equal(predicted, reference.predict(scaler.transform(x[test])))

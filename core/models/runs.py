@@ -45,7 +45,7 @@ from torch import nn
 
 from core.data.datasets import Dataset, DatasetInfo, Factor, Splits, adapt_images, split_indices
 from core.device import pick_device
-from core.files import load_state_dict, read_json, save_state_dict, state_dict_hash, write_json
+from core.files import read_json, save_state_dict, state_dict_hash, write_json
 from core.models.zoo import build_model
 
 if TYPE_CHECKING:
@@ -462,37 +462,52 @@ def load_run(
     """
     base, ckpt = split_ref(name)
     info = read_run(find_run(base, roots))
-    weights = info.path / "model.safetensors"
-    ckpt = float(epoch) if epoch is not None else ckpt
-    if ckpt is not None:
-        weights = info.path / "checkpoints" / checkpoint_file(ckpt)
-        if not weights.is_file():
-            have = ", ".join(c.value for c in list_checkpoints(info)) or "none"
-            raise RunError(f"Run {base} has no checkpoint at epoch {ckpt:g} (it has: {have}).")
-    if not weights.is_file():
-        raise RunError(f"Run {name}: {weights.name} is missing.")
-    num_classes = len(info.dataset.class_names)
-    try:
-        state = load_state_dict(weights)
-        model = build_model(info.arch, info.input_shape, num_classes, weights=state)
-        if ckpt is not None:
-            point = Checkpoint(ckpt, weights)
-            info = dataclasses.replace(
-                info,
-                name=run_ref(base, ckpt),
-                weights_sha256=state_dict_hash(state),
-                checkpoint=point,
-            )
-    except ValueError as err:
-        raise RunError(f"Run {name}: {err}") from err
-    apply_normalization(model, info.normalization)
+    model = _model(info, info.path / "model.safetensors")
     try:
         data = load_dataset_for(info)
     except (ValueError, OSError, RuntimeError) as err:
         raise RunError(f"Run {name}: its images cannot be loaded. {err}") from err
     data = dataclasses.replace(data, images=adapt_images(data.images, info.input_shape))
     splits = split_indices(len(data), info.config["seed"])
-    return LoadedRun(info, model.to(pick_device(device)).eval(), data, splits)
+    run = LoadedRun(info, model.to(pick_device(device)).eval(), data, splits)
+    ckpt = float(epoch) if epoch is not None else ckpt
+    return run if ckpt is None else at_checkpoint(run, ckpt)
+
+
+def _model(info: RunInfo, weights: Path) -> nn.Module:
+    """The run's architecture with ``weights``, normalising its input as the run says."""
+    if not weights.is_file():
+        raise RunError(f"Run {info.name}: {weights.name} is missing.")
+    num_classes = len(info.dataset.class_names)
+    try:
+        model = build_model(info.arch, info.input_shape, num_classes, weights=weights)
+    except ValueError as err:
+        raise RunError(f"Run {info.name}: {err}") from err
+    return apply_normalization(model, info.normalization)
+
+
+def at_checkpoint(run: LoadedRun, epoch: float) -> LoadedRun:
+    """The same run (dataset shared, not copied) with the weights of its checkpoint at
+    ``epoch``; ``info.name`` is the run reference, ``info.weights_sha256`` the checkpoint's hash.
+
+    Raises:
+        RunError: no checkpoint at that epoch (the message lists those there are).
+    """
+    base = split_ref(run.info.name)[0]
+    info = read_run(run.info.path)
+    point = Checkpoint(float(epoch), info.path / "checkpoints" / checkpoint_file(epoch))
+    if not point.path.is_file():
+        have = ", ".join(c.value for c in list_checkpoints(info)) or "none"
+        raise RunError(f"Run {base} has no checkpoint at epoch {epoch:g} (it has: {have}).")
+    model = _model(info, point.path)
+    info = dataclasses.replace(
+        info,
+        name=run_ref(base, epoch),
+        weights_sha256=state_dict_hash(model.state_dict()),
+        checkpoint=point,
+    )
+    device = next(run.model.parameters()).device
+    return dataclasses.replace(run, info=info, model=model.to(device).eval())
 
 
 def delete_run(name: str) -> None:
@@ -674,6 +689,7 @@ def import_run(
     """
     from core.data.datasets import load_dataset
     from core.data.folder import load_image_folder
+    from core.files import load_state_dict
     from core.models.evaluation import predict
     from core.models.zoo import TORCHVISION_PREFIX
 

@@ -19,7 +19,7 @@ import numpy as np
 from torch import nn
 
 from core.analysis import Batch, register
-from core.training.checkpoints import State, capture_checkpoints
+from core.training.checkpoints import CheckpointCapture, State, capture_checkpoints
 
 GALLERIES = {
     "earliest": "learned earliest (finally learned first, then fewest forgetting events)",
@@ -110,9 +110,12 @@ def learning_events(
     options: EventsOptions,
     *,
     checkpoints: Sequence[State] = (),
+    captured: CheckpointCapture | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LearningEvents:
-    """Each sample's learning and forgetting over the checkpoints (see the module)."""
-    captured = capture_checkpoints(model, batch, checkpoints, [], progress)
+    """Each sample's learning and forgetting over the checkpoints (see the module);
+    ``captured``: the batch's capture at ``checkpoints``, if already made."""
+    if captured is None:
+        captured = capture_checkpoints(model, batch, checkpoints, [], progress)
     predicted = captured.logits.argmax(axis=2)
     return events_from(predicted == np.asarray(batch.labels)[None], predicted)

@@ -56,10 +56,10 @@ def filters_over_training(
     progress: Callable[[int, int], None] | None = None,
 ) -> FilterFrames:
     """The first convolution's filters as images, at every checkpoint."""
-    frames = [
-        first_conv_filters(m, batch, WeightsOptions()) for m in at_checkpoints(model, checkpoints)
-    ]
-    norms = [np.linalg.norm(f.weights.reshape(len(f.weights), -1), axis=1) for f in frames]
-    return FilterFrames(
-        frames[0].layer, np.stack([f.images for f in frames]), np.stack(norms).astype(np.float32)
-    )
+    layer, images, norms = "", [], []
+    for net in at_checkpoints(model, checkpoints):  # one model reloaded: read it at each step
+        frame = first_conv_filters(net, batch, WeightsOptions())
+        layer = frame.layer
+        images.append(frame.images.copy())
+        norms.append(np.linalg.norm(frame.weights.reshape(len(frame.weights), -1), axis=1))
+    return FilterFrames(layer, np.stack(images), np.stack(norms).astype(np.float32))

@@ -21,7 +21,7 @@ from torch import nn
 
 from core.analysis import Batch, register
 from core.projections.report_card import default_layer, pca_scores
-from core.training.checkpoints import State, capture_checkpoints, dynamics_layers
+from core.training.checkpoints import CheckpointCapture, State, capture_checkpoints, dynamics_layers
 
 
 @dataclass(frozen=True)
@@ -90,16 +90,19 @@ def aligned_projection(
     options: AlignedOptions,
     *,
     checkpoints: Sequence[State] = (),
+    captured: CheckpointCapture | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> AlignedProjection:
-    """PCA of one layer at each checkpoint, Procrustes-chained (see the module).
+    """PCA of one layer at each checkpoint, Procrustes-chained (see the module);
+    ``captured``: the batch's capture at ``checkpoints``, if already made (and has the layer).
 
     Raises:
         ValueError: an unknown layer.
     """
     ladder = dynamics_layers(model, batch.images.shape[1:])
     layer = options.layer or default_layer(ladder)
-    captured = capture_checkpoints(model, batch, checkpoints, [layer], progress)
+    if captured is None or layer not in captured.layers:
+        captured = capture_checkpoints(model, batch, checkpoints, [layer], progress)
     pcs = [_pca2(step[layer]) for step in captured.features]
     frames = chain_align([p[0] for p in pcs])
     return AlignedProjection(layer, frames, np.array([p[1] for p in pcs], np.float32))

@@ -19,7 +19,7 @@ from torch import nn
 
 from core.analysis import Batch, register
 from core.projections.similarity import centred_gram, cka_from_grams
-from core.training.checkpoints import State, capture_checkpoints
+from core.training.checkpoints import CheckpointCapture, State, capture_checkpoints
 
 SETTLED = 0.9
 """A layer has *settled* from the first checkpoint after which its CKA to the end stays above
@@ -68,10 +68,13 @@ def cka_to_final(
     options: CkaOptions,
     *,
     checkpoints: Sequence[State] = (),
+    captured: CheckpointCapture | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> CkaGrid:
-    """The layer x checkpoint grid of linear CKA to the last checkpoint (see the module)."""
-    captured = capture_checkpoints(model, batch, checkpoints, progress=progress)
+    """The layer x checkpoint grid of linear CKA to the last checkpoint (see the module);
+    ``captured``: the batch's capture at ``checkpoints``, if already made."""
+    if captured is None:
+        captured = capture_checkpoints(model, batch, checkpoints, progress=progress)
     final = {n: centred_gram(x) for n, x in captured.features[-1].items()}
     cka = np.array(
         [
