@@ -48,7 +48,7 @@ def states(run_dir: Path) -> list[dict[str, torch.Tensor]]:
 
 
 def val_batch(run_dir: Path) -> tuple[torch.nn.Module, Batch]:
-    run = load_run("tiny", roots=[run_dir.parent], device="cpu")
+    run = load_run(run_dir.name, roots=[run_dir.parent], device="cpu")
     data = run.dataset.subset(run.splits.val)
     return run.model, Batch(data.images, data.labels, data.factors, run.info.dataset.class_names)
 
@@ -206,3 +206,29 @@ def test_ridge_probe_predicts_as_sklearn_ridge_classifier() -> None:
     for y, predicted in zip((y1, y2), ours, strict=True):
         reference = RidgeClassifier(alpha=1.0).fit(scaler.transform(x[train]), y[train])
         np.testing.assert_array_equal(predicted, reference.predict(scaler.transform(x[test])))
+
+
+def test_transfer_copies_fitting_layers_freezes_and_reports(isolated_runs: Path) -> None:
+    from core.training.transfer import TransferOptions, transfer_report
+
+    source = train(TINY, name="source")
+    config = TrainConfig(
+        model="cnn", dataset="digits", n_samples=300, epochs=1, batch_size=32,
+        init_from="source", freeze_blocks=1,
+    )  # fmt: skip
+    tuned = load_run(train(config, name="tuned").name)
+    assert tuned.info.config["init_from"] == "source"
+    assert tuned.info.input_shape == (3, 32, 32)  # the source's: digits adapted to it
+    before = load_run("source")
+    state, old = tuned.model.state_dict(), before.model.state_dict()
+    torch.testing.assert_close(state["block1.conv1.weight"], old["block1.conv1.weight"])
+    assert not torch.equal(state["block2.conv1.weight"], old["block2.conv1.weight"])
+    assert state["head.fc.weight"].shape[0] == 10 and source is not None
+    _, batch = val_batch(tuned.info.path)
+    same = transfer_report(tuned.model, batch, TransferOptions())
+    np.testing.assert_allclose(same.cka, 1.0, atol=1e-5)
+    assert np.all(same.relative_change == 0)
+    report = transfer_report(tuned.model, batch, TransferOptions(), source=before.model)
+    change = dict(zip(report.params, report.relative_change, strict=True))
+    assert change["block1.conv1.weight"] == 0 and change["block3.conv2.weight"] > 0
+    assert "head.fc.weight" not in change  # 6 classes before, 10 after

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 
 from core.data.datasets import Dataset, adapt_images, load_dataset, split_indices
 from core.device import pick_device
+from core.files import load_state_dict
 from core.models.evaluation import predict
-from core.models.runs import FIRST_EPOCH_FRACTIONS, RunWriter, read_run
+from core.models.runs import FIRST_EPOCH_FRACTIONS, RunWriter, find_run, read_run
 from core.models.zoo import TORCHVISION_PREFIX, build_model
 
 MAX_LOSS_POINTS = 400
@@ -41,6 +42,8 @@ BATCH_SIZES = (32, 64, 128, 256)
 """Batch sizes the app offers; :class:`TrainConfig`'s default is one of them."""
 LEARNING_RATES = (3e-4, 1e-3, 2e-3, 3e-3, 1e-2)
 """Peak learning rates the app offers; :class:`TrainConfig`'s default is one of them."""
+MAX_LABEL_NOISE = 80
+"""The most label noise, in percent, the app offers."""
 QUICK_RUN_SECONDS = 20
 """About how long the default config (``cnn`` on ``shapes``) trains on a laptop CPU."""
 
@@ -62,6 +65,11 @@ class TrainConfig:
         device: ``auto`` (cuda, mps, cpu) or a device string.
         label_noise: fraction of the training labels replaced by another, random class.
         train_subset: train on only this many samples of the training split (``None``: all).
+        init_from: start from this run's final weights (same architecture): every tensor whose
+            name and shape fit is copied, the head is new; the images are adapted to the
+            source's input shape. ``None``: random initial weights.
+        freeze_blocks: with ``init_from``, the first this many top-level blocks are not trained
+            (their BatchNorm statistics still adapt).
     """
 
     model: str = "cnn"
@@ -76,6 +84,8 @@ class TrainConfig:
     device: str = "auto"
     label_noise: float = 0.0
     train_subset: int | None = None
+    init_from: str | None = None
+    freeze_blocks: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,30 @@ def training_set(config: TrainConfig, train_split: np.ndarray, labels: np.ndarra
     y[flipped] = (y[flipped] + rng.integers(1, n_classes, len(flipped))) % n_classes
     order = np.argsort(idx[flipped])
     return TrainingSet(idx, y, idx[flipped][order], y[flipped][order])
+
+
+def head_name(model: torch.nn.Module) -> str:
+    """The classifier head: the last ``nn.Linear`` module's name."""
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
+def transfer_weights(
+    model: torch.nn.Module, source: dict[str, torch.Tensor], freeze_blocks: int = 0
+) -> list[str]:
+    """Copies every tensor of ``source`` whose name and shape fit ``model``, except the head
+    (:func:`head_name`), and freezes the parameters of the first ``freeze_blocks`` top-level
+    children. Returns the copied names.
+    """
+    own, head = model.state_dict(), head_name(model) + "."
+    copied = {
+        k: v.to(own[k].dtype)
+        for k, v in source.items()
+        if k in own and own[k].shape == v.shape and not k.startswith(head)
+    }
+    model.load_state_dict(copied, strict=False)
+    for _, block in list(model.named_children())[:freeze_blocks]:
+        block.requires_grad_(False)
+    return sorted(copied)
 
 
 def first_epoch_steps(steps_per_epoch: int) -> dict[int, float]:
@@ -261,17 +295,25 @@ def train(
     data = data or load_dataset(
         config.dataset, n=config.n_samples, seed=config.seed, image_size=config.image_size
     )
-    input_shape = model_input_shape(config, data)
+    source = read_run(find_run(config.init_from)) if config.init_from else None
+    input_shape = tuple(source.input_shape) if source else model_input_shape(config, data)
     images = adapt_images(data.images, input_shape)
     splits = split_indices(len(data), config.seed)
-    model = build_model(config.model, input_shape, len(data.info.class_names)).to(device)
+    model = build_model(config.model, input_shape, len(data.info.class_names))
+    if source is not None:
+        if source.arch != config.model:
+            raise ValueError(f"Run {source.name} is a {source.arch}, not a {config.model}.")
+        state = load_state_dict(source.path / "model.safetensors")
+        transfer_weights(model, state, config.freeze_blocks)
+    model = model.to(device)
 
     chosen = training_set(config, splits.train, data.labels)
     steps_per_epoch = max(1, len(chosen.indices) // config.batch_size)
     in_epoch = first_epoch_steps(steps_per_epoch)
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr,
+        weight_decay=config.weight_decay,
+    )  # fmt: skip
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.25
     )

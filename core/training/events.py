@@ -119,3 +119,13 @@ def learning_events(
         captured = capture_checkpoints(model, batch, checkpoints, [], progress)
     predicted = captured.logits.argmax(axis=2)
     return events_from(predicted == np.asarray(batch.labels)[None], predicted)
+
+
+def learned_when(events: LearningEvents, epochs: np.ndarray, mask: np.ndarray) -> float:
+    """Mean fractional epoch at which the samples ``mask [N]`` are finally learned (those
+    never learned count as after the last checkpoint: ``epochs[-1] + 1``); NaN for none."""
+    if not mask.any():
+        return float("nan")
+    final = events.final_learned[mask]
+    at = np.where(final >= 0, np.asarray(epochs)[np.clip(final, 0, None)], epochs[-1] + 1)
+    return float(at.mean())

@@ -27,8 +27,9 @@ from core.activations import list_layers
 from core.analysis import Batch, get
 from core.data.datasets import stratified_sample
 from core.files import load_state_dict
-from core.models.runs import LoadedRun, list_checkpoints, relabelled
+from core.models.runs import LoadedRun, list_checkpoints, load_run, relabelled
 from core.training.checkpoints import CheckpointCapture, capture_checkpoints
+from core.training.transfer import TransferOptions, TransferReport, transfer_report
 
 N = 1000
 """Samples each grid is computed on by default."""
@@ -118,6 +119,17 @@ def capture(
     return capture_checkpoints(run.model, samples(run, split, n).batch, states, progress=progress)
 
 
+def stored_grid(
+    run: LoadedRun, analysis: str, split: str = "held_out", options: Any = None, n: int = N
+) -> Any | None:
+    """:func:`grid`'s result when the run's store holds it (for these weights and
+    checkpoints), else ``None``: cheap, nothing is computed."""
+    options = get(analysis).options() if options is None else options
+    key = _key(run, split, n, options)
+    info = run.info
+    return result_store.load_result(info.path, _stored_name(analysis), key, info.weights_sha256)
+
+
 def grid(
     run: LoadedRun,
     analysis: str,
@@ -150,10 +162,9 @@ def grid(
     options = spec.options() if options is None else options
     info = run.info
     name, key = _stored_name(analysis), _key(run, split, n, options)
-    if store:
-        found = result_store.load_result(info.path, name, key, info.weights_sha256)
-        if found is not None:
-            return found
+    found = stored_grid(run, analysis, split, options, n) if store else None
+    if found is not None:
+        return found
     chosen = samples(run, split, n)
     states = checkpoint_states(run) if states is None else states
     extra = {} if captured is None or analysis == "training.filters" else {"captured": captured()}
@@ -164,6 +175,36 @@ def grid(
         with contextlib.suppress(OSError):  # a read-only run folder: computed again next time
             result_store.save_result(info.path, name, key, info.weights_sha256, result)
     return result
+
+
+def transfer(
+    run: LoadedRun, n: int = N, *, store: bool = True, write_shipped: bool = False
+) -> TransferReport | None:
+    """The fine-tuned ``run`` against the run it started from, on ``n`` of its held-out
+    samples; ``None`` when it did not start from another run. Read from and written to the
+    run's store (a shipped run's only with ``write_shipped``: ``make assets``)."""
+    source_name = run.info.config.get("init_from")
+    if not source_name:
+        return None
+    source = load_run(source_name, device=str(next(run.model.parameters()).device))
+    key = {"source": source.info.weights_sha256, "n": n, "seed": SEED, "v": VERSION}
+    info = run.info
+    found = (
+        result_store.load_result(info.path, "training-transfer", key, info.weights_sha256)
+        if store
+        else None
+    )
+    if found is not None:
+        return found
+    report = transfer_report(
+        run.model, samples(run, "held_out", n).batch, TransferOptions(), source=source.model
+    )
+    if store and info.weights_sha256:
+        with contextlib.suppress(OSError):
+            result_store.save_result(
+                info.path, "training-transfer", key, info.weights_sha256, report
+            )
+    return report
 
 
 def precompute_training(run: LoadedRun, log: Callable[[str], None] = print) -> list[Path]:
@@ -190,4 +231,7 @@ def precompute_training(run: LoadedRun, log: Callable[[str], None] = print) -> l
                 f"{run.info.name}: {analysis} on {split} in {time.perf_counter() - start:.1f} s, "
                 f"{path.stat().st_size / 1024:.0f} KiB"
             )
+    if transfer(run, write_shipped=True) is not None:
+        log(f"{run.info.name}: transfer report stored")
+        written += [p for p in result_store.stored_results(run.info.path) if "transfer" in p.name]
     return written

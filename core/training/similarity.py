@@ -84,3 +84,14 @@ def cka_to_final(
         np.float32,
     ).reshape(len(captured.layers), len(captured.features))
     return CkaGrid(captured.layers, cka, settled_at(cka), len(batch))
+
+
+def settling_text(grid: CkaGrid, epochs: list[str]) -> str:
+    """One sentence: where each layer settles (CKA to the end stays >= :data:`SETTLED`),
+    shallow to deep, from ``grid`` and its checkpoints' labels ``epochs``."""
+    parts = [f"{layer} at {epochs[t]}" for layer, t in zip(grid.layers, grid.settled, strict=True)]
+    order = "bottom-up" if np.all(np.diff(grid.settled) >= 0) else "not strictly bottom-up"
+    return (
+        f"Settled (linear CKA with the end ≥ {SETTLED} from then on, n = {grid.n}), "
+        f"{order}: " + ", ".join(parts) + "."
+    )
