@@ -29,6 +29,7 @@ from core.models import runs
 from core.models.evaluation import Predictions, predict
 from core.models.runs import LoadedRun, RunInfo
 from core.projections import fits as proj
+from core.training import recipes as training
 from ui.progress import Progress, Results, computed
 
 T = TypeVar("T")
@@ -39,9 +40,14 @@ def run_mtime(name: str) -> float:
     return (runs.find_run(name) / "run.json").stat().st_mtime
 
 
-@st.cache_resource(max_entries=8, show_spinner="Loading the run…")
+@st.cache_resource(max_entries=16, show_spinner="Loading the run…")
 def _loaded_run(name: str, mtime: float) -> LoadedRun:
-    return runs.load_run(name)
+    base, checkpoint = runs.split_ref(name)  # a checkpoint shares its run's dataset
+    return (
+        runs.load_run(name)
+        if checkpoint is None
+        else runs.at_checkpoint(_loaded_run(base, mtime), checkpoint)
+    )
 
 
 def loaded_run(name: str) -> LoadedRun:
@@ -230,7 +236,7 @@ def _attention_compatibility(arch: str, input_shape: tuple[int, int, int]) -> Co
 def run_has_attention(name: str) -> Compatibility:
     """Whether the run's model has attention layers, and why not (true when it has; decided
     without loading its weights)."""
-    info = next((r for r in run_list() if r.name == name), None)
+    info = next((r for r in run_list() if r.name == runs.split_ref(name)[0]), None)
     if info is None:
         return Compatibility(False, f"There is no run called {name}.")
     return _attention_compatibility(info.arch, tuple(info.input_shape))
@@ -244,3 +250,65 @@ def cls_layers(name: str) -> list[str]:
 def attention_runs() -> list[str]:
     """Names of the runs whose model has attention layers."""
     return [r.name for r in run_list() if run_has_attention(r.name)]
+
+
+# --- training dynamics: grids over a run's checkpoints (the Training page) ---------------------
+
+_TRAINING: Results[Any] = Results("training", 64)
+_GRID_LABELS = {
+    "training.cka_to_final": "CKA of every layer with the final checkpoint",
+    "training.probe_grid": "Probing every layer at every checkpoint",
+    "training.aligned_projection": "Projecting the layer at every checkpoint",
+    "training.filters": "Reading the filters at every checkpoint",
+    "training.learning_events": "Scoring the samples at every checkpoint",
+}
+
+
+@per_run(max_entries=4, spinner="Reading the checkpoints…")
+def checkpoint_states(run: LoadedRun) -> list[dict[str, Any]]:
+    """The run's checkpoints' state dicts, in training order (a few MB per run)."""
+    return training.checkpoint_states(run)
+
+
+@per_run(max_entries=8)
+def training_samples(run: LoadedRun, split: str) -> training.Samples:
+    """The samples the Training page's grids use (``held_out`` or ``train``)."""
+    return training.samples(run, split)
+
+
+def training_capture(name: str, split: str) -> Any:
+    """Every grid layer's pooled features at every checkpoint on the split's samples: computed
+    once per run and split, with a progress bar and Stop."""
+    mtime = run_mtime(name)
+    run = _loaded_run(name, mtime)
+
+    def compute(progress: Progress) -> Any:
+        return training.capture(run, split, states=checkpoint_states(name), progress=progress)
+
+    label = "Capturing every layer at every checkpoint"
+    return computed(_TRAINING, (name, mtime, "capture", split), compute, label)
+
+
+def training_grid(name: str, analysis: str, split: str = "held_out", options: Any = None) -> Any:
+    """Training analysis ``analysis`` of run ``name`` (final weights) over its checkpoints:
+    from the run's store when there, else computed once (capture, then the grid, each with a
+    progress bar and Stop) and kept for every session."""
+    mtime = run_mtime(name)
+    run = _loaded_run(name, mtime)
+    key = (name, mtime, analysis, split, options)
+    found = _TRAINING.get(key)
+    if found is None:
+        found = training.stored_grid(run, analysis, split, options)
+        if found is not None:
+            _TRAINING.put(key, found)
+    if found is not None:
+        return found
+    shared = None if analysis == "training.filters" else training_capture(name, split)
+
+    def compute(progress: Progress) -> Any:
+        states = checkpoint_states(name)
+        return training.grid(
+            run, analysis, split, options, states=states, captured=lambda: shared, progress=progress
+        )
+
+    return computed(_TRAINING, key, compute, _GRID_LABELS[analysis])

@@ -1,4 +1,4 @@
-"""The sidebar every page shares: which run, which sample, and the links between pages.
+"""The sidebar every page shares: which run, which checkpoint, which sample, and the page links.
 
 Why it exists: the selected run and sample must hold across every page and every hop, and a
 link must reopen the same view. Each page script draws the sidebar itself (Streamlit's AppTest
@@ -6,6 +6,9 @@ runs only the page script), so the sidebar's widgets are new widgets on every pa
 Streamlit forgets a widget's value when a page without it runs. The choice is therefore kept
 under keys of our own (``_run``, ``_sample``), seeded into the widgets on each page, and written
 to the query string (``?run=<name>&sample=<i>``), which the sidebar's page links carry along.
+A checkpoint (``?ckpt=0.5``: half-way through the first epoch) makes every page show the run
+at that checkpoint: :attr:`Selection.run` is then a run reference (``cnn-shapes@ckpt=0.5``,
+see :func:`core.models.runs.split_ref`), which every cache keys on.
 
 Precedence: the URL on a session's first page (a shared link), or when it names another run
 than the one this session last wrote (a link from inside the app, e.g. "open in attention");
@@ -28,7 +31,7 @@ import streamlit as st
 
 from core.analysis import Inputs
 from core.data import uploads
-from core.models.runs import DEFAULT_RUN, RunError
+from core.models.runs import DEFAULT_RUN, RunError, list_checkpoints, run_ref, split_ref
 from ui import cache, navigation
 from ui.figures.common import nearest_upscale
 
@@ -41,7 +44,7 @@ class Selection:
     """What the sidebar selected: a run, a validation sample, and maybe an uploaded image.
 
     Attributes:
-        run: the run's name.
+        run: the run's name, or a run reference when a checkpoint is selected.
         sample: index into the run's validation split.
         image: an uploaded image's id (``core.uploads.store_image``) used instead of the sample.
     """
@@ -49,6 +52,17 @@ class Selection:
     run: str
     sample: int
     image: str | None = None
+
+    @property
+    def base(self) -> str:
+        """The run's name, without a checkpoint."""
+        return split_ref(self.run)[0]
+
+    @property
+    def checkpoint(self) -> str | None:
+        """The checkpoint's URL value (``0.5``), or ``None`` for the final weights."""
+        epoch = split_ref(self.run)[1]
+        return None if epoch is None else f"{epoch:g}"
 
     @property
     def inputs(self) -> Inputs:
@@ -69,7 +83,8 @@ class Selection:
     def query(self) -> dict[str, str]:
         """The selection as query parameters, for links."""
         image = {"image": self.image} if self.image else {}
-        return {"run": self.run, "sample": str(self.sample), **image}
+        ckpt = {"ckpt": self.checkpoint} if self.checkpoint else {}
+        return {"run": self.base, "sample": str(self.sample), **ckpt, **image}
 
 
 def _adopt_url_run(names: list[str]) -> None:
@@ -100,6 +115,8 @@ def _set_run(name: str, sample: int | None) -> None:
         st.session_state["_run_epoch"] = st.session_state.get("_run_epoch", 0) + 1
         st.session_state["_run_changed"] = True
     st.session_state["_run"] = name
+    if st.session_state.get("_ckpt_run") != name:
+        st.session_state.pop("_ckpt", None)
     if sample is not None:
         st.session_state["_sample"] = sample
     else:
@@ -146,6 +163,80 @@ def _initial_sample(n_val: int) -> int:
 def _run_label(info: Any) -> str:
     accuracy = f" · {info.test_accuracy:.1%}" if info.test_accuracy is not None else ""
     return f"{info.name} · {info.arch} on {info.dataset.name}{accuracy}"
+
+
+FINAL = "final"
+"""The checkpoint picker's value for the run's final weights."""
+
+
+def checkpoint_values(name: str) -> list[str]:
+    """The URL values of a run's checkpoints in training order, then :data:`FINAL`."""
+    info = cache.loaded_run(split_ref(name)[0]).info
+    return [c.value for c in list_checkpoints(info)] + [FINAL]
+
+
+def checkpoint_label(name: str, value: str) -> str:
+    """``init``, ``epoch 1/8``, ``epoch 2`` or ``final weights`` for a picker value."""
+    if value == FINAL:
+        return "final weights"
+    info = cache.loaded_run(split_ref(name)[0]).info
+    return next(c.label for c in list_checkpoints(info) if c.value == value)
+
+
+def _adopt_url_checkpoint(run: str, values: list[str]) -> None:
+    """Takes the URL's ``ckpt`` when it is new to this session (a link); toasts a bad one."""
+    raw = st.query_params.get("ckpt")
+    if raw is None or raw == st.session_state.get("_ckpt_written"):
+        return
+    st.session_state["_ckpt_written"] = raw
+    match = next((v for v in values if v != FINAL and float(v) == _number(raw)), None)
+    if match is None:
+        st.toast(f"Run {run} has no checkpoint “{raw}”: showing its final weights.", icon="⚠️")
+    set_checkpoint(run, match)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def set_checkpoint(run: str, value: str | None) -> None:
+    """Selects checkpoint ``value`` of ``run`` (``None`` or :data:`FINAL`: the final weights)."""
+    st.session_state["_ckpt"] = None if value in (None, FINAL) else value
+    st.session_state["_ckpt_run"] = split_ref(run)[0]
+
+
+def selected_checkpoint() -> str:
+    """The session's checkpoint as a picker value (:data:`FINAL` when none)."""
+    return st.session_state.get("_ckpt") or FINAL
+
+
+def _on_checkpoint_picked() -> None:
+    set_checkpoint(st.session_state["_run"], st.session_state["ckpt"])
+
+
+def _checkpoint_picker(where: Any, run: str) -> str:
+    """The sidebar's checkpoint slider (only for a run with checkpoints); returns the run
+    reference every page then shows."""
+    values = checkpoint_values(run)
+    _adopt_url_checkpoint(run, values)
+    if len(values) == 1:
+        return run
+    if selected_checkpoint() not in values:
+        set_checkpoint(run, None)
+    st.session_state["ckpt"] = selected_checkpoint()
+    where.select_slider(
+        "Checkpoint",
+        values,
+        key="ckpt",
+        format_func=lambda v: checkpoint_label(run, v),
+        on_change=_on_checkpoint_picked,
+        help="Every page shows the model as it was at this point of training.",
+    )
+    chosen = st.session_state.get("_ckpt")
+    return run_ref(run, chosen)
 
 
 def page_links(selection: Selection) -> None:
@@ -208,7 +299,9 @@ def sidebar() -> Selection | None:
         _set_run(fallback, sample=None)
     st.session_state["run"] = st.session_state["_run"]  # the widget follows our key
     labels = {r.name: _run_label(r) for r in infos}
-    run_slot, sample_slot, image_slot, upload_slot = (st.sidebar.container() for _ in range(4))
+    run_slot, ckpt_slot, sample_slot, image_slot, upload_slot = (
+        st.sidebar.container() for _ in range(5)
+    )
     if broken:
         with st.sidebar.expander(f"{len(broken)} run folder(s) could not be read"):
             for err in broken:
@@ -241,15 +334,17 @@ def sidebar() -> Selection | None:
         )
     )
     image = _own_image(upload_slot)
-    selection = Selection(run, sample, image)
+    selection = Selection(_checkpoint_picker(ckpt_slot, run), sample, image)
     pixels = cache.input_image(run, selection.inputs)
     image_slot.image(nearest_upscale(pixels, 192), width=96)
     if image is not None:
         guess = cache.input_prediction(run, selection.inputs)
         image_slot.caption(f"**Your image** is in use on every page · predicted {guess}")
     st.query_params.update(selection.query)
-    if image is None and "image" in st.query_params:
-        del st.query_params["image"]
+    for key in ("image", "ckpt"):
+        if key in st.query_params and key not in selection.query:
+            del st.query_params[key]
+    st.session_state["_ckpt_written"] = selection.checkpoint
     st.session_state["_run_written"] = run
     page_links(selection)
     return selection

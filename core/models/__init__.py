@@ -16,5 +16,8 @@ BUILDING_BLOCKS: dict[str, str] = {
         "adds an imported run's input normalisation to its model: loading, not an analysis"
     ),
     "runs.RunWriter.save_epoch": "writes a training checkpoint: storage, not an analysis",
+    "runs.RunWriter.save_checkpoint": "writes a training checkpoint: storage, not an analysis",
+    "train.head_name": "names the classifier a transfer replaces: building, not an analysis",
+    "train.transfer_weights": "copies a source run's weights before training: building",
 }
 """Public functions of ``core.models`` that take a model but are not registered analyses."""

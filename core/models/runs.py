@@ -3,8 +3,17 @@
 A run folder holds ``run.json`` (config, dataset descriptor, input shape, status, test accuracy,
 weights hash), ``metrics.json`` (per-epoch history), ``model.safetensors`` (float32 weights of
 the last complete epoch) and ``checkpoints/epoch_NNN.safetensors`` (float16, one per epoch, for
-scrubbing training). Every file is written atomically at the end of an epoch, so killing
-training mid-epoch leaves the last complete epoch loadable.
+scrubbing training), plus ``epoch_000`` (the initial weights) and ``epoch_000.125``,
+``epoch_000.250``, ``epoch_000.500`` (log-spaced inside the first epoch, where the first layer
+changes most). Older runs have only the per-epoch files; :func:`list_checkpoints` lists what
+there is. Every file is written atomically, so killing training mid-epoch leaves the last
+complete epoch loadable.
+
+A *run reference* names a run at a checkpoint: ``cnn-shapes@ckpt=0.5`` (half-way through the
+first epoch) or ``cnn-shapes@epoch_002``. :func:`find_run` and :func:`load_run` take one
+wherever they take a name, so every cache keyed on the name keys on the checkpoint too; the
+loaded run's ``info.name`` is the reference, and its ``weights_sha256`` that of the checkpoint
+(stored results never mix checkpoints).
 
 Runs are looked up by name in the user's runs root (``$LAYERSCOPE_RUNS`` or a per-user data
 folder) and in the runs shipped in ``assets/runs`` (read-only). A missing or half-written file
@@ -168,6 +177,19 @@ def apply_normalization(model: nn.Module, norm: Normalization | None) -> nn.Modu
     return model
 
 
+RELABELLED_FILE = "relabelled.json"
+"""A label-noise run's record: ``{"indices": [...], "labels": [...]}`` into its dataset."""
+
+
+def relabelled(info: RunInfo) -> tuple[np.ndarray, np.ndarray]:
+    """``([M] dataset indices, [M] the random labels trained on)``; empty without label noise."""
+    path = info.path / RELABELLED_FILE
+    if not path.is_file():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    obj = read_json(path)
+    return np.asarray(obj["indices"], np.int64), np.asarray(obj["labels"], np.int64)
+
+
 def runs_root() -> Path:
     """The user's runs folder: ``$LAYERSCOPE_RUNS`` or the per-user data folder."""
     env = os.environ.get("LAYERSCOPE_RUNS")
@@ -177,6 +199,81 @@ def runs_root() -> Path:
 def run_roots() -> list[Path]:
     """Where runs are looked up, in order: the user's root, then the shipped runs."""
     return [runs_root(), SHIPPED_RUNS]
+
+
+FIRST_EPOCH_FRACTIONS = (0.125, 0.25, 0.5)
+"""Where inside the first epoch a checkpoint is kept, besides the initial weights (epoch 0)."""
+_CHECKPOINT_FILE = re.compile(r"epoch_(\d{3}(?:\.\d+)?)\.safetensors")
+_REF = re.compile(r"^(?P<name>.+?)@(?:ckpt=(?P<ckpt>[0-9.]+)|epoch_(?P<epoch>[0-9.]+))$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One saved state of a run's weights during training.
+
+    Attributes:
+        epoch: fractional epoch: 0 (initial weights), 0.125, ..., 1, 2, ...
+        path: its float16 ``.safetensors`` file.
+    """
+
+    epoch: float
+    path: Path
+
+    @property
+    def value(self) -> str:
+        """The epoch as a URL value: ``0``, ``0.125``, ``2``."""
+        return f"{self.epoch:g}"
+
+    @property
+    def label(self) -> str:
+        """For a person: ``init``, ``epoch 1/8``, ``epoch 2``."""
+        if self.epoch == 0:
+            return "init"
+        if self.epoch < 1:
+            return f"epoch 1/{round(1 / self.epoch)}"
+        return f"epoch {self.epoch:g}"
+
+
+def checkpoint_file(epoch: float) -> str:
+    """The file name of the checkpoint at ``epoch``: ``epoch_002``, ``epoch_000.125``."""
+    whole = int(epoch)
+    if epoch == whole:
+        return f"epoch_{whole:03d}.safetensors"
+    return f"epoch_{whole:03d}.{round((epoch - whole) * 1000):03d}.safetensors"
+
+
+def list_checkpoints(info: RunInfo) -> list[Checkpoint]:
+    """A run's checkpoints in training order (a run from before the initial and in-epoch
+    checkpoints has only its per-epoch ones; an imported run has none)."""
+    found = []
+    for path in (info.path / "checkpoints").glob("epoch_*.safetensors"):
+        match = _CHECKPOINT_FILE.fullmatch(path.name)
+        if match:
+            found.append(Checkpoint(float(match.group(1)), path))
+    return sorted(found, key=lambda c: c.epoch)
+
+
+def split_ref(ref: str) -> tuple[str, float | None]:
+    """``("cnn-shapes", 0.5)`` for ``cnn-shapes@ckpt=0.5`` or ``cnn-shapes@epoch_000.500``;
+    ``(name, None)`` for a plain name.
+
+    Raises:
+        RunError: a reference whose epoch is not a number.
+    """
+    match = _REF.match(ref)
+    if match is None:
+        return ref, None
+    text = match.group("ckpt") or match.group("epoch")
+    try:
+        return match.group("name"), float(text)
+    except ValueError as err:
+        raise RunError(f"{ref!r}: {text!r} is not an epoch.") from err
+
+
+def run_ref(name: str, checkpoint: float | str | None) -> str:
+    """The reference to run ``name`` at ``checkpoint`` (``None``: the final weights)."""
+    base = split_ref(name)[0]
+    return base if checkpoint is None else f"{base}@ckpt={float(checkpoint):g}"
 
 
 @dataclass(frozen=True)
@@ -195,6 +292,7 @@ class RunInfo:
         history: per-epoch metrics.
         created: ISO time.
         shipped: one of the runs that ship with layerscope.
+        checkpoint: the checkpoint loaded, when ``name`` is a run reference (else ``None``).
     """
 
     name: str
@@ -208,6 +306,7 @@ class RunInfo:
     history: list[dict[str, float]]
     created: str
     shipped: bool
+    checkpoint: Checkpoint | None = None
 
     @property
     def arch(self) -> str:
@@ -216,8 +315,13 @@ class RunInfo:
 
     @property
     def checkpoints(self) -> list[Path]:
-        """Per-epoch checkpoints, oldest first."""
-        return sorted((self.path / "checkpoints").glob("epoch_*.safetensors"))
+        """Checkpoint files in training order (see :func:`list_checkpoints`)."""
+        return [c.path for c in list_checkpoints(self)]
+
+    @property
+    def base_name(self) -> str:
+        """The run's folder name (``name`` without a checkpoint reference)."""
+        return split_ref(self.name)[0]
 
     @property
     def normalization(self) -> Normalization | None:
@@ -315,11 +419,12 @@ def list_runs(roots: list[Path] | None = None) -> list[RunInfo]:
 
 
 def find_run(name: str, roots: list[Path] | None = None) -> Path:
-    """The folder of the run called ``name``.
+    """The folder of the run called ``name`` (or a run reference, see :func:`split_ref`).
 
     Raises:
         RunError: no such run.
     """
+    name = split_ref(name)[0]
     for root in roots or run_roots():
         if (root / name / "run.json").is_file():
             return root / name
@@ -345,7 +450,9 @@ def load_run(
     """Loads a run's model (on the compute device) and dataset.
 
     Args:
-        name: the run's name.
+        name: the run's name, or a run reference (``cnn-shapes@ckpt=0.5``) to load that
+            checkpoint: ``info.name`` is then the reference and ``info.weights_sha256`` the
+            checkpoint's hash.
         roots: where to look (default :func:`run_roots`).
         device: override the compute device.
         epoch: load this epoch's checkpoint instead of the final weights.
@@ -353,25 +460,54 @@ def load_run(
     Raises:
         RunError: the run or one of its files is missing or unreadable.
     """
-    info = read_run(find_run(name, roots))
-    weights = info.path / "model.safetensors"
-    if epoch is not None:
-        weights = info.path / "checkpoints" / f"epoch_{epoch:03d}.safetensors"
-    if not weights.is_file():
-        raise RunError(f"Run {name}: {weights.name} is missing.")
-    num_classes = len(info.dataset.class_names)
-    try:
-        model = build_model(info.arch, info.input_shape, num_classes, weights=weights)
-    except ValueError as err:
-        raise RunError(f"Run {name}: {err}") from err
-    apply_normalization(model, info.normalization)
+    base, ckpt = split_ref(name)
+    info = read_run(find_run(base, roots))
+    model = _model(info, info.path / "model.safetensors")
     try:
         data = load_dataset_for(info)
     except (ValueError, OSError, RuntimeError) as err:
         raise RunError(f"Run {name}: its images cannot be loaded. {err}") from err
     data = dataclasses.replace(data, images=adapt_images(data.images, info.input_shape))
     splits = split_indices(len(data), info.config["seed"])
-    return LoadedRun(info, model.to(pick_device(device)).eval(), data, splits)
+    run = LoadedRun(info, model.to(pick_device(device)).eval(), data, splits)
+    ckpt = float(epoch) if epoch is not None else ckpt
+    return run if ckpt is None else at_checkpoint(run, ckpt)
+
+
+def _model(info: RunInfo, weights: Path) -> nn.Module:
+    """The run's architecture with ``weights``, normalising its input as the run says."""
+    if not weights.is_file():
+        raise RunError(f"Run {info.name}: {weights.name} is missing.")
+    num_classes = len(info.dataset.class_names)
+    try:
+        model = build_model(info.arch, info.input_shape, num_classes, weights=weights)
+    except ValueError as err:
+        raise RunError(f"Run {info.name}: {err}") from err
+    return apply_normalization(model, info.normalization)
+
+
+def at_checkpoint(run: LoadedRun, epoch: float) -> LoadedRun:
+    """The same run (dataset shared, not copied) with the weights of its checkpoint at
+    ``epoch``; ``info.name`` is the run reference, ``info.weights_sha256`` the checkpoint's hash.
+
+    Raises:
+        RunError: no checkpoint at that epoch (the message lists those there are).
+    """
+    base = split_ref(run.info.name)[0]
+    info = read_run(run.info.path)
+    point = Checkpoint(float(epoch), info.path / "checkpoints" / checkpoint_file(epoch))
+    if not point.path.is_file():
+        have = ", ".join(c.value for c in list_checkpoints(info)) or "none"
+        raise RunError(f"Run {base} has no checkpoint at epoch {epoch:g} (it has: {have}).")
+    model = _model(info, point.path)
+    info = dataclasses.replace(
+        info,
+        name=run_ref(base, epoch),
+        weights_sha256=state_dict_hash(model.state_dict()),
+        checkpoint=point,
+    )
+    device = next(run.model.parameters()).device
+    return dataclasses.replace(run, info=info, model=model.to(device).eval())
 
 
 def delete_run(name: str) -> None:
@@ -382,7 +518,7 @@ def delete_run(name: str) -> None:
     Raises:
         RunError: no such run in the user's root.
     """
-    path = runs_root() / name
+    path = runs_root() / split_ref(name)[0]
     if not (path / "run.json").is_file():
         raise RunError(f"No run named {name!r} among your runs (shipped runs stay).")
     images = _uploaded_images(read_run(path))
@@ -477,13 +613,23 @@ class RunWriter:
         write_json(path / "run.json", meta)
         return writer
 
+    def save_checkpoint(self, model: nn.Module, epoch: float) -> dict[str, torch.Tensor]:
+        """Writes the float16 checkpoint at fractional ``epoch``; returns the float32 state."""
+        state = _cpu_state(model)
+        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        save_state_dict(self.path / "checkpoints" / checkpoint_file(epoch), half)
+        return state
+
     def save_epoch(self, model: nn.Module, history: list[dict[str, float]]) -> None:
         """Writes the epoch's checkpoint, the current weights and the metrics, atomically."""
-        self.last_state = _cpu_state(model)
-        half = {k: v.half() if v.is_floating_point() else v for k, v in self.last_state.items()}
-        save_state_dict(self.path / "checkpoints" / f"epoch_{len(history):03d}.safetensors", half)
+        self.last_state = self.save_checkpoint(model, len(history))
         self.save_weights(self.last_state)
         write_json(self.path / "metrics.json", history)
+
+    def save_relabelled(self, indices: np.ndarray, labels: np.ndarray) -> None:
+        """Records which training samples (dataset indices) got which random label."""
+        obj = {"indices": indices.tolist(), "labels": labels.tolist()}
+        write_json(self.path / RELABELLED_FILE, obj)
 
     def save_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Writes ``model.safetensors`` and records its hash in ``run.json``."""

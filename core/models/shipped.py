@@ -41,6 +41,10 @@ MAP_LAYERS = {"cnn-shapes": "all", "mlp-digits": "all", "vit-shapes": "all"}
 a layer), or only the transformer ``blocks``' outputs (to save space on a deep ViT)."""
 
 
+TRAINING_RESULTS = ("cnn-shapes",)
+"""Runs whose Training page grids ship (the others' are computed on first open)."""
+
+
 def _map_layers(run: LoadedRun, which: str) -> list[str]:
     from core.models import precompute
 
@@ -60,6 +64,7 @@ def precompute_results(names: list[str] | None = None, target: Path = SHIPPED_RU
     from core import result_store
     from core.models import precompute
     from core.models.runs import load_run
+    from core.training.recipes import precompute_training
 
     written = []
     for name in names or list(SHIPPED_CONFIGS):
@@ -69,6 +74,8 @@ def precompute_results(names: list[str] | None = None, target: Path = SHIPPED_RU
         run = load_run(name, roots=[target], device="cpu")
         layers = _map_layers(run, MAP_LAYERS.get(name, "none"))
         files = precompute.precompute_run(run, map_layers_too=layers)
+        if name in TRAINING_RESULTS:
+            files += precompute_training(run)
         size = sum(f.stat().st_size for f in files)
         print(
             f"{name}: {len(files)} results, {size / 2**20:.2f} MiB, "

@@ -1,7 +1,10 @@
 """Training a model on a dataset, epoch by epoch, into a run folder.
 
 The loop is plain PyTorch: AdamW with a one-cycle learning rate, batches drawn from a seeded
-permutation, one checkpoint per epoch written atomically (see :mod:`core.models.runs`). It reports
+permutation, one checkpoint per epoch written atomically (see :mod:`core.models.runs`), plus the
+initial weights and log-spaced checkpoints inside the first epoch (for the Training page).
+Options for watching overfitting: a small training subset, and label noise (a seeded fraction
+of the training labels replaced by other, random classes; the run records which). It reports
 every step to a progress callback (with a running history of the step losses and an estimate
 of the time left) and checks a stop callback between steps; a stopped or killed run keeps its
 last complete epoch. With the same config on the CPU, the weights hash is the same every time.
@@ -20,8 +23,9 @@ import torch.nn.functional as F
 
 from core.data.datasets import Dataset, adapt_images, load_dataset, split_indices
 from core.device import pick_device
+from core.files import load_state_dict
 from core.models.evaluation import predict
-from core.models.runs import RunWriter, read_run
+from core.models.runs import FIRST_EPOCH_FRACTIONS, RunWriter, find_run, read_run
 from core.models.zoo import TORCHVISION_PREFIX, build_model
 
 MAX_LOSS_POINTS = 400
@@ -38,6 +42,8 @@ BATCH_SIZES = (32, 64, 128, 256)
 """Batch sizes the app offers; :class:`TrainConfig`'s default is one of them."""
 LEARNING_RATES = (3e-4, 1e-3, 2e-3, 3e-3, 1e-2)
 """Peak learning rates the app offers; :class:`TrainConfig`'s default is one of them."""
+MAX_LABEL_NOISE = 80
+"""The most label noise, in percent, the app offers."""
 QUICK_RUN_SECONDS = 20
 """About how long the default config (``cnn`` on ``shapes``) trains on a laptop CPU."""
 
@@ -57,6 +63,13 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         seed: seeds the data, the split, the initial weights and the batch order.
         device: ``auto`` (cuda, mps, cpu) or a device string.
+        label_noise: fraction of the training labels replaced by another, random class.
+        train_subset: train on only this many samples of the training split (``None``: all).
+        init_from: start from this run's final weights (same architecture): every tensor whose
+            name and shape fit is copied, the head is new; the images are adapted to the
+            source's input shape. ``None``: random initial weights.
+        freeze_blocks: with ``init_from``, the first this many top-level blocks are not trained
+            (their BatchNorm statistics still adapt).
     """
 
     model: str = "cnn"
@@ -69,6 +82,91 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "auto"
+    label_noise: float = 0.0
+    train_subset: int | None = None
+    init_from: str | None = None
+    freeze_blocks: int = 0
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What a run trains on.
+
+    Attributes:
+        indices: ``[M]`` dataset indices of the training samples, in training-split order.
+        labels: ``[M]`` the labels trained on (random ones for the relabelled samples).
+        relabelled: ``[R]`` sorted dataset indices whose label was replaced.
+        new_labels: ``[R]`` the random labels they got.
+    """
+
+    indices: np.ndarray
+    labels: np.ndarray
+    relabelled: np.ndarray
+    new_labels: np.ndarray
+
+
+def training_set(config: TrainConfig, train_split: np.ndarray, labels: np.ndarray) -> TrainingSet:
+    """The training samples and their labels under ``config``'s subset and label noise.
+
+    Args:
+        config: its ``train_subset``, ``label_noise`` and ``seed`` are read.
+        train_split: ``[M]`` the run's training split (dataset indices).
+        labels: ``[N]`` the dataset's true labels.
+
+    Raises:
+        ValueError: a noise fraction outside [0, 1) or a subset smaller than 2 samples.
+    """
+    if not 0 <= config.label_noise < 1:
+        raise ValueError(f"Label noise is a fraction in [0, 1), not {config.label_noise}.")
+    idx = np.asarray(train_split)
+    if config.train_subset is not None:
+        if config.train_subset < 2:
+            raise ValueError("A training subset needs at least 2 samples.")
+        idx = idx[: config.train_subset]
+    y = labels[idx].copy()
+    rng = np.random.default_rng(config.seed + 7919)  # its own stream: weights stay as they were
+    flipped = rng.permutation(len(idx))[: round(config.label_noise * len(idx))]
+    n_classes = int(labels.max()) + 1
+    y[flipped] = (y[flipped] + rng.integers(1, n_classes, len(flipped))) % n_classes
+    order = np.argsort(idx[flipped])
+    return TrainingSet(idx, y, idx[flipped][order], y[flipped][order])
+
+
+def head_name(model: torch.nn.Module) -> str:
+    """The classifier head: the last ``nn.Linear`` module's name."""
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
+def transfer_weights(
+    model: torch.nn.Module, source: dict[str, torch.Tensor], freeze_blocks: int = 0
+) -> list[str]:
+    """Copies every tensor of ``source`` whose name and shape fit ``model``, except the head
+    (:func:`head_name`), and freezes the parameters of the first ``freeze_blocks`` top-level
+    children. Returns the copied names.
+    """
+    own, head = model.state_dict(), head_name(model) + "."
+    copied = {
+        k: v.to(own[k].dtype)
+        for k, v in source.items()
+        if k in own and own[k].shape == v.shape and not k.startswith(head)
+    }
+    model.load_state_dict(copied, strict=False)
+    for _, block in list(model.named_children())[:freeze_blocks]:
+        block.requires_grad_(False)
+    return sorted(copied)
+
+
+def first_epoch_steps(steps_per_epoch: int) -> dict[int, float]:
+    """Step (1-based) after which each in-epoch checkpoint is kept -> its fractional epoch.
+
+    Fractions that fall on the same step, or on the epoch's last step, are kept once (or not).
+    """
+    out: dict[int, float] = {}
+    for fraction in FIRST_EPOCH_FRACTIONS:
+        step = round(fraction * steps_per_epoch)
+        if 1 <= step < steps_per_epoch and step not in out:
+            out[step] = fraction
+    return out
 
 
 @dataclass(frozen=True)
@@ -197,22 +295,35 @@ def train(
     data = data or load_dataset(
         config.dataset, n=config.n_samples, seed=config.seed, image_size=config.image_size
     )
-    input_shape = model_input_shape(config, data)
+    source = read_run(find_run(config.init_from)) if config.init_from else None
+    input_shape = tuple(source.input_shape) if source else model_input_shape(config, data)
     images = adapt_images(data.images, input_shape)
     splits = split_indices(len(data), config.seed)
-    model = build_model(config.model, input_shape, len(data.info.class_names)).to(device)
+    model = build_model(config.model, input_shape, len(data.info.class_names))
+    if source is not None:
+        if source.arch != config.model:
+            raise ValueError(f"Run {source.name} is a {source.arch}, not a {config.model}.")
+        state = load_state_dict(source.path / "model.safetensors")
+        transfer_weights(model, state, config.freeze_blocks)
+    model = model.to(device)
 
-    steps_per_epoch = max(1, len(splits.train) // config.batch_size)
+    chosen = training_set(config, splits.train, data.labels)
+    steps_per_epoch = max(1, len(chosen.indices) // config.batch_size)
+    in_epoch = first_epoch_steps(steps_per_epoch)
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr,
+        weight_decay=config.weight_decay,
+    )  # fmt: skip
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.25
     )
-    train_x = torch.from_numpy(images[splits.train])
-    train_y = torch.from_numpy(data.labels[splits.train])
+    train_x = torch.from_numpy(images[chosen.indices])
+    train_y = torch.from_numpy(chosen.labels)
     order_rng = torch.Generator().manual_seed(config.seed)
     writer = RunWriter.create(config, data.info, input_shape, name=name, root=runs_root)
+    if len(chosen.relabelled):
+        writer.save_relabelled(chosen.relabelled, chosen.new_labels)
+    writer.save_checkpoint(model, 0)
     history: list[dict[str, float]] = []
     trace = _LossTrace(loss_every(config.epochs * steps_per_epoch))
     started = time.perf_counter()
@@ -234,6 +345,8 @@ def train(
                 schedule.step()
                 losses.append(loss.item())
                 correct += int((logits.argmax(1) == y).sum())
+                if epoch == 1 and step in in_epoch:
+                    writer.save_checkpoint(model, in_epoch[step])
                 points = trace.add((epoch - 1) * steps_per_epoch + step, losses[-1])
                 if progress is not None:
                     progress(

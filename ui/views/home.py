@@ -291,6 +291,8 @@ def start_training() -> None:
         batch_size=int(ss["train_batch"]),
         lr=float(ss["train_lr"]),
         seed=int(ss["train_seed"]),
+        label_noise=float(ss.get("train_noise", 0)) / 100,
+        train_subset=int(ss.get("train_subset", 0)) or None,
     )
     ss.pop("train_outcome", None)
     ss["home_tab"] = TRAIN_TAB  # the progress is on this tab: stay on it
@@ -341,6 +343,16 @@ def train_form() -> None:
         )
         c6.select_slider("Learning rate", train.LEARNING_RATES, default.lr, key="train_lr")
         c7.number_input("Seed", 0, 2**31 - 1, default.seed, key="train_seed")
+        c8, c9 = st.columns(2)
+        c8.slider(
+            "Label noise (% of training labels made random)", 0, train.MAX_LABEL_NOISE, 0,
+            key="train_noise", help="For the Training page's overfitting view: noisy samples "
+            "are learned last, if at all. The run records which samples were relabelled.",
+        )  # fmt: skip
+        c9.number_input(
+            "Training subset (0 = the whole training split)", 0, train.MAX_SAMPLES, 0, step=100,
+            key="train_subset", help="Train on only this many samples: a small set overfits.",
+        )  # fmt: skip
         st.text_input("Run name (optional)", key="train_name")
         button, note = st.columns([1, 6], vertical_alignment="center")
         button.form_submit_button("Train", type="primary", disabled=busy, on_click=start_training)
