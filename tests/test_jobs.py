@@ -167,7 +167,7 @@ def test_full_disk_during_a_checkpoint(
     monkeypatch.setattr(runs, "save_state_dict", second_epoch_fills_the_disk)
     job = queue.submit(replace(TINY, epochs=3), "ann", name="full", root=isolated_runs)
     queue.save(job, isolated_runs, state="running", started=time.time())
-    daemon.run_job(str(isolated_runs), job.id, 1)  # in this process, as the daemon's child would
+    daemon.run_job(str(isolated_runs), job.id, 1, 0)  # here, as the daemon's child would
     failed = queue.get(job.id, isolated_runs)
     assert failed.state == "failed"
     assert "No space left on device" in failed.message[1] and "disk is full" in failed.message[1]

@@ -91,7 +91,7 @@ def launch(
     port: int,
     env: dict[str, str] | None = None,
     log: IO[bytes] | None = None,
-    timeout: float = 90,
+    timeout: float = 180,
     plain: bool = False,
 ) -> subprocess.Popen:
     """Starts the app in a child process on ``127.0.0.1:port`` and waits until it is healthy.

@@ -6,7 +6,8 @@ when a job is submitted or followed. One daemon per runs root: it holds an ``flo
 ``.queue/worker.lock`` while it lives (a second one exits at once), and it exits after
 ``LAYERSCOPE_WORKER_IDLE_S`` seconds (default 600) with nothing to do.
 
-Each job trains in its own process (:func:`run_job`), so a crash or an out-of-memory kill takes
+Each job trains in its own process (:func:`run_job`, at a lower CPU priority than the servers,
+so pages stay responsive while jobs train), so a crash or an out-of-memory kill takes
 only that job: the daemon marks it failed with what happened and settles its run folder (the
 last complete epoch kept as a stopped run, or nothing). A daemon that starts finds jobs left
 ``running`` by a dead one and settles them the same way. A training process whose daemon died
@@ -44,6 +45,8 @@ LOCK = "worker.lock"
 SPAWNED = "worker.spawned"
 POLL_S = 0.3
 PROGRESS_EVERY_S = 0.5
+NICE = 10
+"""How much lower than the servers' CPU priority training runs (``os.nice``)."""
 SPAWN_GRACE_S = 15.0
 """After starting a daemon, servers wait this long for it to take the lock before another."""
 
@@ -162,12 +165,14 @@ def describe_exit(code: int | None) -> str:
     return f"The training process ended unexpectedly (exit code {code})."
 
 
-def run_job(root: str, job_id: str, threads: int) -> None:
-    """Trains job ``job_id`` (in a child process of the daemon) and records how it ended."""
+def run_job(root: str, job_id: str, threads: int, niceness: int = NICE) -> None:
+    """Trains job ``job_id`` (in a child process of the daemon, ``niceness`` below the servers'
+    priority, ``threads`` torch threads) and records how it ended."""
     import torch
 
     from core.models.train import train
 
+    os.nice(niceness)  # batch work: the pages' interactions get the CPU first
     torch.set_num_threads(threads)
     job = queue.save(queue.get(job_id, root), root, pid=os.getpid())
     parent = os.getppid()
