@@ -137,3 +137,31 @@ def probe_gap_figure(
         legend=dict(orientation="h", y=1.15),
     )  # fmt: skip
     return fig
+
+
+def transfer_figure(
+    layers: Sequence[str], cka: np.ndarray, probe_source: np.ndarray, probe_tuned: np.ndarray
+) -> go.Figure:
+    """Per layer: CKA source vs fine-tuned, and the new label's probe on each model."""
+    fig = go.Figure()
+    lines = (("CKA source vs fine-tuned", cka, "#0f766e", "solid"),
+             ("label probe · source", probe_source, "#94a3b8", "dot"),
+             ("label probe · fine-tuned", probe_tuned, "#4f46e5", "dot"))  # fmt: skip
+    for name, values, colour, dash in lines:
+        fig.add_trace(go.Scatter(x=list(layers), y=values, name=name, mode="lines+markers",
+                                 line=dict(color=colour, width=2.5, dash=dash)))  # fmt: skip
+    fig.update_layout(
+        height=340, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(range=[0, 1.02]),
+        legend=dict(orientation="h", y=1.15),
+    )  # fmt: skip
+    return fig
+
+
+def change_figure(params: Sequence[str], change: np.ndarray) -> go.Figure:
+    """``||ΔW|| / ||W||`` per weight tensor, in the model's order."""
+    fig = go.Figure(go.Bar(x=list(params), y=change, marker_color="#f59e0b",
+                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))  # fmt: skip
+    fig.update_layout(
+        height=300, margin=dict(l=10, r=10, t=10, b=10), yaxis=dict(title="‖ΔW‖ / ‖W‖")
+    )
+    return fig

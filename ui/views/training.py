@@ -241,9 +241,39 @@ def overfitting_view(moment: Moment) -> None:
     )
 
 
+def transfer_view(moment: Moment) -> None:
+    """A fine-tuned run against its source: per-layer CKA, probes, relative weight change."""
+    source = moment.run.info.config.get("init_from")
+    if not source:
+        st.info(
+            f"**{moment.name}** was trained from random weights. Train a run on the Home page "
+            "starting from another run to see what fine-tuning changes, layer by layer."
+        )
+        return
+    report = cache.training_transfer(moment.name)
+    frozen = moment.run.info.config.get("freeze_blocks", 0)
+    st.markdown(
+        f"Started from **{source}**" + (f", first {frozen} block(s) frozen." if frozen else ".")
+    )
+    st.plotly_chart(
+        figs.transfer_figure(report.layers, report.cka, report.probe_source, report.probe_tuned),
+        config=PLOTLY_CONFIG, key="train_transfer",
+    )  # fmt: skip
+    st.caption(
+        f"On {report.n:,} held-out samples of the new dataset; probes: ridge classifier of the "
+        "new labels, one stratified split (a quarter tested)."
+    )
+    weights = [i for i, p in enumerate(report.params) if p.endswith("weight")]
+    st.plotly_chart(
+        figs.change_figure([report.params[i] for i in weights], report.relative_change[weights]),
+        config=PLOTLY_CONFIG, key="train_change",
+    )  # fmt: skip
+
+
 VIEWS = {
     "Over time": time_view,
     "Layers × checkpoints": grids_view,
     "Samples": samples_view,
     "Overfitting": overfitting_view,
+    "Transfer": transfer_view,
 }
