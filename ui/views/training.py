@@ -113,8 +113,8 @@ def time_view(moment: Moment) -> None:
         "Layer to project", layers, index=layers.index(default),
         **state.scoped("train_layer", default),
     )  # fmt: skip
-    proj = cache.training_grid(moment.name, "training.aligned_projection", "held_out",
-                               AlignedOptions(layer))  # fmt: skip
+    options = AlignedOptions("" if layer == default else layer)  # "": the stored default
+    proj = cache.training_grid(moment.name, "training.aligned_projection", "held_out", options)
     samples = cache.training_samples(moment.name, "held_out")
     left.plotly_chart(
         figs.aligned_animation(proj.frames, samples.batch.labels,
