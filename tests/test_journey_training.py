@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from browser_support import CHROMIUM, choose, chosen, exceptions, go_to, location, open_url, shot
+from browser_support import (
+    CHROMIUM,
+    choose,
+    chosen,
+    exceptions,
+    go_to,
+    location,
+    open_url,
+    settle,
+    shot,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -25,13 +35,11 @@ def test_scrub_change_layer_visit_another_page_and_come_back(
 ) -> None:
     url, _ = server
     page = open_url(browser, f"{url}/training?run=cnn-shapes", "journey-training-open")
-    thumb = page.get_by_test_id("stMain").get_by_role("slider").first
-    thumb.focus()
-    page.keyboard.press("Home")
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
-    page.wait_for_timeout(1500)
-    page.locator(".js-plotly-plot").first.wait_for()
+    for key in ("Home", "ArrowRight", "ArrowRight", "ArrowRight"):  # init, 1/8, 1/4, 1/2
+        page.get_by_test_id("stMain").get_by_role("slider").first.focus()
+        page.keyboard.press(key)
+        page.wait_for_timeout(800)
+        settle(page)
     assert location(page)[1].get("ckpt") == "0.5"
     assert slider_text(page, "stMain") == slider_text(page, "stSidebar") == "epoch 1/2"
     choose(page, "Layer to project", "block2.pool")
@@ -40,6 +48,8 @@ def test_scrub_change_layer_visit_another_page_and_come_back(
     assert not exceptions(page), exceptions(page)
 
     go_to(page, "Feature maps")
+    page.get_by_test_id("stMain").locator(".js-plotly-plot").first.wait_for(timeout=300_000)
+    settle(page)
     where, query = location(page)
     assert where == "/feature_maps" and query.get("ckpt") == "0.5", query
     assert slider_text(page, "stSidebar") == "epoch 1/2"
@@ -47,6 +57,8 @@ def test_scrub_change_layer_visit_another_page_and_come_back(
     assert not exceptions(page), exceptions(page)
 
     go_to(page, "Training")
+    page.get_by_test_id("stMain").locator(".js-plotly-plot").nth(1).wait_for(timeout=300_000)
+    settle(page)
     assert location(page)[1].get("ckpt") == "0.5"
     assert slider_text(page, "stMain") == "epoch 1/2"
     assert chosen(page, "Layer to project") == "block2.pool"

@@ -29,7 +29,9 @@ from core.data.datasets import stratified_sample
 from core.files import load_state_dict
 from core.models.precompute import VERSIONS
 from core.models.runs import LoadedRun, list_checkpoints, load_run, relabelled
+from core.projections.report_card import default_layer
 from core.training.checkpoints import CheckpointCapture, capture_checkpoints
+from core.training.projection import AlignedOptions
 from core.training.transfer import TransferOptions, TransferReport, transfer_report
 
 N = 1000
@@ -210,6 +212,16 @@ def transfer(
     return report
 
 
+def _stored_options(analysis: str, captured: CheckpointCapture) -> list[Any]:
+    """The options a shipped run stores ``analysis`` for: the defaults, and for the aligned
+    projection every other layer too (the default layer's options stay ``layer=""``)."""
+    default = get(analysis).options()
+    if analysis != "training.aligned_projection":
+        return [default]
+    others = [AlignedOptions(n) for n in captured.layers if n != default_layer(captured.layers)]
+    return [default, *others]
+
+
 def precompute_training(run: LoadedRun, log: Callable[[str], None] = print) -> list[Path]:
     """Computes and stores every grid the Training page opens with (default options)."""
     states = checkpoint_states(run)
@@ -222,18 +234,20 @@ def precompute_training(run: LoadedRun, log: Callable[[str], None] = print) -> l
         for split in SPLITS if analysis in BOTH_SPLITS else ("held_out",):
             start = time.perf_counter()
             shared = captures[split]
-            result = grid(
-                run, analysis, split, states=states, captured=lambda c=shared: c, store=False
-            )
-            key = _key(run, analysis, split, N, get(analysis).options())
-            path = result_store.save_result(
-                run.info.path, _stored_name(analysis), key, run.info.weights_sha256, result
-            )
-            written.append(path)
-            log(
-                f"{run.info.name}: {analysis} on {split} in {time.perf_counter() - start:.1f} s, "
-                f"{path.stat().st_size / 1024:.0f} KiB"
-            )
+            for options in _stored_options(analysis, shared):
+                result = grid(
+                    run, analysis, split, options, states=states, captured=lambda c=shared: c,
+                    store=False,
+                )  # fmt: skip
+                key = _key(run, analysis, split, N, options)
+                path = result_store.save_result(
+                    run.info.path, _stored_name(analysis), key, run.info.weights_sha256, result
+                )
+                written.append(path)
+                log(
+                    f"{run.info.name}: {analysis} {options} on {split} in "
+                    f"{time.perf_counter() - start:.1f} s, {path.stat().st_size / 1024:.0f} KiB"
+                )
     if transfer(run, write_shipped=True) is not None:
         log(f"{run.info.name}: transfer report stored")
         written += [p for p in result_store.stored_results(run.info.path) if "transfer" in p.name]

@@ -75,21 +75,21 @@ def scrubber(selection: state.Selection) -> Moment | None:
             "checkpoints were kept). Train a run on the Home page to see it form."
         )
         return None
-    values = [c.value for c in checkpoints]
-    current = selection.checkpoint
+    values = [c.value for c in checkpoints] + [state.FINAL]  # as the sidebar's
+    current = selection.checkpoint or state.FINAL
     index = values.index(current) if current in values else len(values) - 1
     st.session_state["train_ckpt"] = values[index]
     st.select_slider(
         "Checkpoint",
         values,
         key="train_ckpt",
-        format_func=lambda v: checkpoints[values.index(v)].label,
+        format_func=lambda v: state.checkpoint_label(name, v),
         on_change=_on_scrub,
         args=(name,),
         help="The same checkpoint as the sidebar's: every other page shows the model as it was "
         "here. The projection below also plays by itself.",
     )
-    return Moment(name, run, checkpoints, index)
+    return Moment(name, run, checkpoints, min(index, len(checkpoints) - 1))  # final: the last
 
 
 def time_view(moment: Moment) -> None:
