@@ -319,3 +319,9 @@ def training_transfer(name: str) -> Any:
     run = _loaded_run(name, mtime)
     label = "Comparing the fine-tuned model with its source"
     return computed(_TRAINING, (name, mtime, "transfer"), lambda _: training.transfer(run), label)
+
+
+@per_run(max_entries=32)
+def checkpoints(run: LoadedRun) -> list[runs.Checkpoint]:
+    """The run's checkpoints in training order (the sidebar's and the Training page's slider)."""
+    return runs.list_checkpoints(run.info)

@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from core.feature_maps.weights import WeightImages
-from core.models.runs import Checkpoint, LoadedRun, list_checkpoints
+from core.models.runs import Checkpoint, LoadedRun
 from core.training import events as ev
 from core.training.projection import AlignedOptions
 from core.training.similarity import settling_text
@@ -68,7 +68,7 @@ def scrubber(selection: state.Selection) -> Moment | None:
     """The checkpoint slider (the sidebar's checkpoint); ``None`` when the run has none."""
     name = selection.base
     run = cache.loaded_run(name)
-    checkpoints = list_checkpoints(run.info)
+    checkpoints = cache.checkpoints(name)
     if len(checkpoints) < 2:
         st.info(
             f"**{name}** has no checkpoints to scrub (an imported run, or one trained before "
