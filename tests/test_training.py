@@ -232,3 +232,21 @@ def test_transfer_copies_fitting_layers_freezes_and_reports(isolated_runs: Path)
     change = dict(zip(report.params, report.relative_change, strict=True))
     assert change["block1.conv1.weight"] == 0 and change["block3.conv2.weight"] > 0
     assert "head.fc.weight" not in change  # 6 classes before, 10 after
+
+
+def test_cnn_shapes_ships_its_checkpoints_and_training_grids() -> None:
+    from core.models.runs import SHIPPED_RUNS
+    from core.training import recipes
+
+    run = load_run("cnn-shapes", roots=[SHIPPED_RUNS], device="cpu")
+    assert [c.label for c in list_checkpoints(run.info)][:4] == [
+        "init", "epoch 1/8", "epoch 1/4", "epoch 1/2",
+    ]  # fmt: skip
+    for analysis in recipes.GRIDS:
+        for split in recipes.SPLITS if analysis in recipes.BOTH_SPLITS else ("held_out",):
+            assert recipes.stored_grid(run, analysis, split) is not None, (analysis, split)
+    cka = recipes.stored_grid(run, "training.cka_to_final")
+    np.testing.assert_allclose(cka.cka[:, -1], 1.0, atol=1e-5)
+    for layer in cka.layers[:-2]:
+        options = AlignedOptions(layer)
+        assert recipes.stored_grid(run, "training.aligned_projection", options=options)

@@ -312,3 +312,17 @@ def training_grid(name: str, analysis: str, split: str = "held_out", options: An
         )
 
     return computed(_TRAINING, key, compute, _GRID_LABELS[analysis])
+
+
+def training_transfer(name: str) -> Any:
+    """The fine-tuned run ``name`` against its source (``None``: it did not start from one)."""
+    mtime = run_mtime(name)
+    run = _loaded_run(name, mtime)
+    label = "Comparing the fine-tuned model with its source"
+    return computed(_TRAINING, (name, mtime, "transfer"), lambda _: training.transfer(run), label)
+
+
+@per_run(max_entries=32)
+def checkpoints(run: LoadedRun) -> list[runs.Checkpoint]:
+    """The run's checkpoints in training order (the sidebar's and the Training page's slider)."""
+    return runs.list_checkpoints(run.info)

@@ -31,7 +31,7 @@ import streamlit as st
 
 from core.analysis import Inputs
 from core.data import uploads
-from core.models.runs import DEFAULT_RUN, RunError, list_checkpoints, run_ref, split_ref
+from core.models.runs import DEFAULT_RUN, RunError, run_ref, split_ref
 from ui import cache, navigation
 from ui.figures.common import nearest_upscale
 
@@ -171,16 +171,14 @@ FINAL = "final"
 
 def checkpoint_values(name: str) -> list[str]:
     """The URL values of a run's checkpoints in training order, then :data:`FINAL`."""
-    info = cache.loaded_run(split_ref(name)[0]).info
-    return [c.value for c in list_checkpoints(info)] + [FINAL]
+    return [c.value for c in cache.checkpoints(split_ref(name)[0])] + [FINAL]
 
 
 def checkpoint_label(name: str, value: str) -> str:
     """``init``, ``epoch 1/8``, ``epoch 2`` or ``final weights`` for a picker value."""
     if value == FINAL:
         return "final weights"
-    info = cache.loaded_run(split_ref(name)[0]).info
-    return next(c.label for c in list_checkpoints(info) if c.value == value)
+    return next(c.label for c in cache.checkpoints(split_ref(name)[0]) if c.value == value)
 
 
 def _adopt_url_checkpoint(run: str, values: list[str]) -> None:

@@ -55,6 +55,12 @@ VERSIONS = {
     "projection": 1,
     "depth": 1,
     "feature-vis": 1,
+    "training-cka_to_final": 1,  # the Training page's (core.training.recipes)
+    "training-probe_grid": 1,
+    "training-aligned_projection": 1,
+    "training-filters": 1,
+    "training-learning_events": 1,
+    "training-transfer": 1,
 }
 """Stored analyses and the version of their recipe."""
 

@@ -27,15 +27,16 @@ from core.activations import list_layers
 from core.analysis import Batch, get
 from core.data.datasets import stratified_sample
 from core.files import load_state_dict
+from core.models.precompute import VERSIONS
 from core.models.runs import LoadedRun, list_checkpoints, load_run, relabelled
+from core.projections.report_card import default_layer
 from core.training.checkpoints import CheckpointCapture, capture_checkpoints
+from core.training.projection import AlignedOptions
 from core.training.transfer import TransferOptions, TransferReport, transfer_report
 
 N = 1000
 """Samples each grid is computed on by default."""
 SEED = 0
-VERSION = 1
-"""Bump when a recipe's output changes: older stored grids stop being read."""
 GRIDS = (
     "training.cka_to_final",
     "training.probe_grid",
@@ -97,9 +98,12 @@ def checkpoint_states(run: LoadedRun) -> list[dict[str, torch.Tensor]]:
     return [load_state_dict(c.path) for c in list_checkpoints(run.info)]
 
 
-def _key(run: LoadedRun, split: str, n: int, options: Any) -> dict[str, Any]:
+def _key(run: LoadedRun, analysis: str, split: str, n: int, options: Any) -> dict[str, Any]:
+    """What a stored grid depends on besides the final weights: its version is
+    ``core.models.precompute.VERSIONS[<stored name>]`` (bump it when a recipe changes)."""
     values = [c.value for c in list_checkpoints(run.info)]
-    return {"split": split, "n": n, "seed": SEED, "options": options, "ckpt": values, "v": VERSION}
+    v = VERSIONS[_stored_name(analysis)]
+    return {"split": split, "n": n, "seed": SEED, "options": options, "ckpt": values, "v": v}
 
 
 def _stored_name(analysis: str) -> str:
@@ -125,7 +129,7 @@ def stored_grid(
     """:func:`grid`'s result when the run's store holds it (for these weights and
     checkpoints), else ``None``: cheap, nothing is computed."""
     options = get(analysis).options() if options is None else options
-    key = _key(run, split, n, options)
+    key = _key(run, analysis, split, n, options)
     info = run.info
     return result_store.load_result(info.path, _stored_name(analysis), key, info.weights_sha256)
 
@@ -161,7 +165,7 @@ def grid(
     spec = get(analysis)
     options = spec.options() if options is None else options
     info = run.info
-    name, key = _stored_name(analysis), _key(run, split, n, options)
+    name, key = _stored_name(analysis), _key(run, analysis, split, n, options)
     found = stored_grid(run, analysis, split, options, n) if store else None
     if found is not None:
         return found
@@ -187,7 +191,8 @@ def transfer(
     if not source_name:
         return None
     source = load_run(source_name, device=str(next(run.model.parameters()).device))
-    key = {"source": source.info.weights_sha256, "n": n, "seed": SEED, "v": VERSION}
+    key = {"source": source.info.weights_sha256, "n": n, "seed": SEED}
+    key["v"] = VERSIONS["training-transfer"]
     info = run.info
     found = (
         result_store.load_result(info.path, "training-transfer", key, info.weights_sha256)
@@ -207,6 +212,16 @@ def transfer(
     return report
 
 
+def _stored_options(analysis: str, captured: CheckpointCapture) -> list[Any]:
+    """The options a shipped run stores ``analysis`` for: the defaults, and for the aligned
+    projection every other layer too (the default layer's options stay ``layer=""``)."""
+    default = get(analysis).options()
+    if analysis != "training.aligned_projection":
+        return [default]
+    others = [AlignedOptions(n) for n in captured.layers if n != default_layer(captured.layers)]
+    return [default, *others]
+
+
 def precompute_training(run: LoadedRun, log: Callable[[str], None] = print) -> list[Path]:
     """Computes and stores every grid the Training page opens with (default options)."""
     states = checkpoint_states(run)
@@ -219,18 +234,20 @@ def precompute_training(run: LoadedRun, log: Callable[[str], None] = print) -> l
         for split in SPLITS if analysis in BOTH_SPLITS else ("held_out",):
             start = time.perf_counter()
             shared = captures[split]
-            result = grid(
-                run, analysis, split, states=states, captured=lambda c=shared: c, store=False
-            )
-            key = _key(run, split, N, get(analysis).options())
-            path = result_store.save_result(
-                run.info.path, _stored_name(analysis), key, run.info.weights_sha256, result
-            )
-            written.append(path)
-            log(
-                f"{run.info.name}: {analysis} on {split} in {time.perf_counter() - start:.1f} s, "
-                f"{path.stat().st_size / 1024:.0f} KiB"
-            )
+            for options in _stored_options(analysis, shared):
+                result = grid(
+                    run, analysis, split, options, states=states, captured=lambda c=shared: c,
+                    store=False,
+                )  # fmt: skip
+                key = _key(run, analysis, split, N, options)
+                path = result_store.save_result(
+                    run.info.path, _stored_name(analysis), key, run.info.weights_sha256, result
+                )
+                written.append(path)
+                log(
+                    f"{run.info.name}: {analysis} {options} on {split} in "
+                    f"{time.perf_counter() - start:.1f} s, {path.stat().st_size / 1024:.0f} KiB"
+                )
     if transfer(run, write_shipped=True) is not None:
         log(f"{run.info.name}: transfer report stored")
         written += [p for p in result_store.stored_results(run.info.path) if "transfer" in p.name]

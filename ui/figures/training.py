@@ -79,19 +79,22 @@ def aligned_animation(
     class_names: Sequence[str],
     checkpoints: Sequence[str],
     start: int,
-) -> go.Figure:
+) -> dict:
     """``frames [T, N, 2]`` as an animated scatter coloured by class: play and a slider over
-    the checkpoints, run in the browser; opens at checkpoint ``start``."""
+    the checkpoints, run in the browser; opens at checkpoint ``start``.
+
+    A plain figure dict (plotly's validation of T frames x K traces costs more than a scrub may).
+    """
     colours = category_colours(class_names)
     lim = float(np.abs(frames).max()) * 1.05 or 1.0
+    members = [labels == k for k in range(len(class_names))]
 
-    def traces(t: int) -> list[go.Scatter]:
+    def traces(t: int) -> list[dict]:
+        xy = frames[t].astype(np.float32)
         return [
-            go.Scatter(
-                x=frames[t, labels == k, 0], y=frames[t, labels == k, 1], mode="markers",
-                name=name, marker=dict(size=5, color=colours[k], opacity=0.8),
-            )
-            for k, name in enumerate(class_names)
+            dict(type="scatter", x=xy[m, 0].tolist(), y=xy[m, 1].tolist(), mode="markers",
+                 name=name, marker=dict(size=5, color=colours[k], opacity=0.8))
+            for k, (name, m) in enumerate(zip(class_names, members, strict=True))
         ]  # fmt: skip
 
     steps = [
@@ -101,9 +104,9 @@ def aligned_animation(
     ]  # fmt: skip
     play = dict(frame=dict(duration=600, redraw=False), transition=dict(duration=400),
                 fromcurrent=True)  # fmt: skip
-    return go.Figure(
+    return dict(
         data=traces(start),
-        frames=[go.Frame(data=traces(t), name=label) for t, label in enumerate(checkpoints)],
+        frames=[dict(data=traces(t), name=label) for t, label in enumerate(checkpoints)],
         layout=dict(
             height=520,
             margin=dict(l=10, r=10, t=10, b=10),
@@ -136,4 +139,32 @@ def probe_gap_figure(
         yaxis=dict(title="probe accuracy", tickformat=".0%", range=[0, 1.02]),
         legend=dict(orientation="h", y=1.15),
     )  # fmt: skip
+    return fig
+
+
+def transfer_figure(
+    layers: Sequence[str], cka: np.ndarray, probe_source: np.ndarray, probe_tuned: np.ndarray
+) -> go.Figure:
+    """Per layer: CKA source vs fine-tuned, and the new label's probe on each model."""
+    fig = go.Figure()
+    lines = (("CKA source vs fine-tuned", cka, "#0f766e", "solid"),
+             ("label probe · source", probe_source, "#94a3b8", "dot"),
+             ("label probe · fine-tuned", probe_tuned, "#4f46e5", "dot"))  # fmt: skip
+    for name, values, colour, dash in lines:
+        fig.add_trace(go.Scatter(x=list(layers), y=values, name=name, mode="lines+markers",
+                                 line=dict(color=colour, width=2.5, dash=dash)))  # fmt: skip
+    fig.update_layout(
+        height=340, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(range=[0, 1.02]),
+        legend=dict(orientation="h", y=1.15),
+    )  # fmt: skip
+    return fig
+
+
+def change_figure(params: Sequence[str], change: np.ndarray) -> go.Figure:
+    """``||ΔW|| / ||W||`` per weight tensor, in the model's order."""
+    fig = go.Figure(go.Bar(x=list(params), y=change, marker_color="#f59e0b",
+                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))  # fmt: skip
+    fig.update_layout(
+        height=300, margin=dict(l=10, r=10, t=10, b=10), yaxis=dict(title="‖ΔW‖ / ‖W‖")
+    )
     return fig

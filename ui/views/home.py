@@ -293,6 +293,8 @@ def start_training() -> None:
         seed=int(ss["train_seed"]),
         label_noise=float(ss.get("train_noise", 0)) / 100,
         train_subset=int(ss.get("train_subset", 0)) or None,
+        init_from=ss.get("train_from") or None,
+        freeze_blocks=int(ss.get("train_freeze", 0)),
     )
     ss.pop("train_outcome", None)
     ss["home_tab"] = TRAIN_TAB  # the progress is on this tab: stay on it
@@ -353,6 +355,15 @@ def train_form() -> None:
             "Training subset (0 = the whole training split)", 0, train.MAX_SAMPLES, 0, step=100,
             key="train_subset", help="Train on only this many samples: a small set overfits.",
         )  # fmt: skip
+        c10, c11 = st.columns(2)
+        c10.selectbox(
+            "Start from run (fine-tune; same architecture)",
+            ["", *(r.name for r in cache.run_list())], key="train_from",
+            format_func=lambda r: r or "random initial weights",
+            help="Copies every layer whose shape fits; the head is new. Images are adapted to "
+            "that run's input size and colour. The Training page's Transfer view compares them.",
+        )  # fmt: skip
+        c11.number_input("Freeze the first k blocks", 0, 10, 0, key="train_freeze")
         st.text_input("Run name (optional)", key="train_name")
         button, note = st.columns([1, 6], vertical_alignment="center")
         button.form_submit_button("Train", type="primary", disabled=busy, on_click=start_training)

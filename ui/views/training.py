@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from core.feature_maps.weights import WeightImages
-from core.models.runs import Checkpoint, LoadedRun, list_checkpoints
+from core.models.runs import Checkpoint, LoadedRun
 from core.training import events as ev
 from core.training.projection import AlignedOptions
 from core.training.similarity import settling_text
@@ -68,28 +68,28 @@ def scrubber(selection: state.Selection) -> Moment | None:
     """The checkpoint slider (the sidebar's checkpoint); ``None`` when the run has none."""
     name = selection.base
     run = cache.loaded_run(name)
-    checkpoints = list_checkpoints(run.info)
+    checkpoints = cache.checkpoints(name)
     if len(checkpoints) < 2:
         st.info(
             f"**{name}** has no checkpoints to scrub (an imported run, or one trained before "
             "checkpoints were kept). Train a run on the Home page to see it form."
         )
         return None
-    values = [c.value for c in checkpoints]
-    current = selection.checkpoint
+    values = [c.value for c in checkpoints] + [state.FINAL]  # as the sidebar's
+    current = selection.checkpoint or state.FINAL
     index = values.index(current) if current in values else len(values) - 1
     st.session_state["train_ckpt"] = values[index]
     st.select_slider(
         "Checkpoint",
         values,
         key="train_ckpt",
-        format_func=lambda v: checkpoints[values.index(v)].label,
+        format_func=lambda v: state.checkpoint_label(name, v),
         on_change=_on_scrub,
         args=(name,),
         help="The same checkpoint as the sidebar's: every other page shows the model as it was "
         "here. The projection below also plays by itself.",
     )
-    return Moment(name, run, checkpoints, index)
+    return Moment(name, run, checkpoints, min(index, len(checkpoints) - 1))  # final: the last
 
 
 def time_view(moment: Moment) -> None:
@@ -113,8 +113,8 @@ def time_view(moment: Moment) -> None:
         "Layer to project", layers, index=layers.index(default),
         **state.scoped("train_layer", default),
     )  # fmt: skip
-    proj = cache.training_grid(moment.name, "training.aligned_projection", "held_out",
-                               AlignedOptions(layer))  # fmt: skip
+    options = AlignedOptions("" if layer == default else layer)  # "": the stored default
+    proj = cache.training_grid(moment.name, "training.aligned_projection", "held_out", options)
     samples = cache.training_samples(moment.name, "held_out")
     left.plotly_chart(
         figs.aligned_animation(proj.frames, samples.batch.labels,
@@ -241,9 +241,39 @@ def overfitting_view(moment: Moment) -> None:
     )
 
 
+def transfer_view(moment: Moment) -> None:
+    """A fine-tuned run against its source: per-layer CKA, probes, relative weight change."""
+    source = moment.run.info.config.get("init_from")
+    if not source:
+        st.info(
+            f"**{moment.name}** was trained from random weights. Train a run on the Home page "
+            "starting from another run to see what fine-tuning changes, layer by layer."
+        )
+        return
+    report = cache.training_transfer(moment.name)
+    frozen = moment.run.info.config.get("freeze_blocks", 0)
+    st.markdown(
+        f"Started from **{source}**" + (f", first {frozen} block(s) frozen." if frozen else ".")
+    )
+    st.plotly_chart(
+        figs.transfer_figure(report.layers, report.cka, report.probe_source, report.probe_tuned),
+        config=PLOTLY_CONFIG, key="train_transfer",
+    )  # fmt: skip
+    st.caption(
+        f"On {report.n:,} held-out samples of the new dataset; probes: ridge classifier of the "
+        "new labels, one stratified split (a quarter tested)."
+    )
+    weights = [i for i, p in enumerate(report.params) if p.endswith("weight")]
+    st.plotly_chart(
+        figs.change_figure([report.params[i] for i in weights], report.relative_change[weights]),
+        config=PLOTLY_CONFIG, key="train_change",
+    )  # fmt: skip
+
+
 VIEWS = {
     "Over time": time_view,
     "Layers × checkpoints": grids_view,
     "Samples": samples_view,
     "Overfitting": overfitting_view,
+    "Transfer": transfer_view,
 }
