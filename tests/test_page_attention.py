@@ -42,12 +42,20 @@ def test_vit_page_shows_grid_rollout_statistics_and_picks_queries(vit_run: str) 
         "Layer 0, head 0 up close",
         "Attention rollout",
         "Heads across the validation split",
+        "Attention on the object, layer by layer",
+        "Token norms and high-norm outliers",
     ]
     assert at.selectbox(key="att_query").value == 0  # CLS
     charts = ["att_grid", "att_pick", "att_matrix", "att_rollout", "att_distance", "att_entropy"]
+    charts += ["att_object", "att_norms", "att_clean"]
     assert [c.key for c in at.get("plotly_chart")] == charts
-    assert len(at.get("download_button")) == 4
-    assert "4 layers × 4 heads · 65 tokens" in at.caption[0].value
+    assert len(at.get("download_button")) == 5
+    head = at.caption[0].value
+    assert " layers × 4 heads · 65 tokens" in head
+    truth, predicted = head.split("**")[1], head.split("**")[3]
+    assert truth == predicted  # the page opens on a correctly classified sample
+    assert any("of its CLS attention on it" in c.value and "n = " in c.value for c in at.caption)
+    assert any("L2 norm of every token" in c.value for c in at.caption)
     at.selectbox(key="att_query").set_value(10).run()
     at.selectbox(key="att_layer").set_value(3).run()
     at.selectbox(key="att_head").set_value(2).run()

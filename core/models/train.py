@@ -57,6 +57,8 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         seed: seeds the data, the split, the initial weights and the batch order.
         device: ``auto`` (cuda, mps, cpu) or a device string.
+        augment: train on random flips and quarter turns of each image (:func:`augment_batch`;
+            only for data whose labels do not change under them, like ``shapes``).
     """
 
     model: str = "cnn"
@@ -69,6 +71,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "auto"
+    augment: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,19 @@ class _LossTrace:
         return self.points
 
 
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``x`` ``[N, C, H, H]`` flipped left-right or not and turned 0-3 quarter
+    turns, at random from ``generator``: the eight symmetries of the square, no pixel invented.
+    """
+    flip = torch.rand(len(x), generator=generator) < 0.5
+    turns = torch.randint(4, (len(x),), generator=generator)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    out = x.clone()
+    for k in (1, 2, 3):
+        out[turns == k] = torch.rot90(x[turns == k], k, dims=(-2, -1))
+    return out
+
+
 def model_input_shape(config: TrainConfig, data: Dataset) -> tuple[int, int, int]:
     """The ``(C, H, W)`` the model takes: the data's, with 3 channels for torchvision models."""
     c, h, w = data.info.input_shape
@@ -212,6 +228,7 @@ def train(
     train_x = torch.from_numpy(images[splits.train])
     train_y = torch.from_numpy(data.labels[splits.train])
     order_rng = torch.Generator().manual_seed(config.seed)
+    augment_rng = torch.Generator().manual_seed(config.seed + 1)
     writer = RunWriter.create(config, data.info, input_shape, name=name, root=runs_root)
     history: list[dict[str, float]] = []
     trace = _LossTrace(loss_every(config.epochs * steps_per_epoch))
@@ -225,7 +242,10 @@ def train(
                 if should_stop is not None and should_stop():
                     raise _Stopped
                 idx = order[(step - 1) * config.batch_size : step * config.batch_size]
-                x, y = train_x[idx].to(device), train_y[idx].to(device)
+                x, y = train_x[idx], train_y[idx]
+                if config.augment:
+                    x = augment_batch(x, augment_rng)
+                x, y = x.to(device), y.to(device)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
                 optimiser.zero_grad(set_to_none=True)
