@@ -72,7 +72,7 @@ def test_imported_torchvision_vit(tmp_path: Path, isolated_runs: Path) -> None:
     run = import_run("tv:vit_b_16", weights, "shapes", image_size=32, n_samples=200).name
     at = open_attention(run)
     assert "12 layers × 12 heads · 5 tokens" in at.caption[0].value
-    assert len(at.get("plotly_chart")) == 6
+    assert len(at.get("plotly_chart")) == 9
     at.selectbox(key="att_query").set_value(4).run()
     assert not at.exception, at.exception
     assert "patch (row 1, col 1)" in at.caption[1].value

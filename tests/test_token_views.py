@@ -14,6 +14,7 @@ from core.attention import norms as token_norms
 from core.attention.layout import TokenLayout
 from core.data.datasets import make_shapes
 from core.feature_maps import pca_colour
+from core.models.evaluation import Predictions
 from core.models.train import augment_batch
 from core.models.zoo import build_model
 
@@ -140,3 +141,11 @@ def test_augment_batch_is_seeded_and_label_preserving_symmetries() -> None:
     seen = {i for img in a[::2] for i, s in enumerate(symmetries) if torch.equal(img, s)}
     assert len(seen) == 8  # all eight, and every output is one of them
     assert all(any(torch.equal(img, s) for s in symmetries) for img in a[::2])
+
+
+def test_first_correct_sample_is_the_default_view() -> None:
+    probs = np.eye(3, dtype=np.float32)[[1, 2, 0]]
+    wrong_first = Predictions(probs, np.array([1, 2, 0]), np.array([0, 2, 0]), 0.0, 2 / 3)
+    assert wrong_first.first_correct == 1
+    none_right = Predictions(probs, np.array([1, 2, 0]), np.array([0, 0, 1]), 0.0, 0.0)
+    assert none_right.first_correct == 0
