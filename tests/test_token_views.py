@@ -82,8 +82,8 @@ def test_token_norms_outliers_and_clean_attention() -> None:
     )
     assert not result.outliers[..., 0].any()  # CLS is never flagged
     norms = np.array([[[1.0, 1.1, 0.9, 1.0, 9.0]]])
-    threshold = token_norms.outlier_threshold(norms, 6.0)
-    np.testing.assert_allclose(threshold, [1.0 + 6 * 0.1], rtol=1e-6)
+    np.testing.assert_allclose(token_norms.outlier_threshold(norms, 6.0, 1.0), [1.6], rtol=1e-6)
+    np.testing.assert_allclose(token_norms.outlier_threshold(norms, 6.0, 3.0), [3.0], rtol=1e-6)
     attention = np.array([0.1, 0.2, 0.3, 0.4])
     clean = token_norms.without(attention, np.array([False, False, False, True]))
     np.testing.assert_allclose(clean, [1 / 6, 2 / 6, 3 / 6, 0])
@@ -95,9 +95,10 @@ def test_pca_colours_equal_sklearn_pca_with_the_same_basis() -> None:
     batch = Batch(data.images, data.labels)
     result = pca_colour.pca_colours(model, batch, pca_colour.PcaColourOptions(layer="blocks.3"))
     tokens = capture(model, data.images, ["blocks.3"])
-    x = tokens.arrays["blocks.3"][:, 1:].reshape(-1, 64).astype(np.float64)  # CLS dropped
-    first = PCA(1, svd_solver="full").fit(x)
-    scores = first.transform(x)[:, 0]
+    x = tokens.arrays["blocks.3"][:, 1:].astype(np.float64)  # CLS dropped: [16, 64, 64]
+    within = (x - x.mean(axis=1, keepdims=True)).reshape(-1, 64)  # each image's mean removed
+    x = x.reshape(-1, 64)
+    scores = PCA(1, svd_solver="full").fit(within).transform(within)[:, 0]
     border = np.ones((8, 8), bool)
     border[1:-1, 1:-1] = False
     if scores.reshape(16, 8, 8)[:, border].mean() > scores.mean():

@@ -7,9 +7,11 @@ token's attention piles onto them, which makes attention maps blotchy. :func:`to
 tokens whose norm is far above the layer's typical patch norm (:func:`outlier_threshold`), and
 gives the CLS token's attention (mean over heads) with and without the outliers, renormalised.
 
-What can go wrong: the threshold is robust (median + :data:`OUTLIER_MADS` median absolute
-deviations of the batch's patch norms) but a batch of one image has few patches to estimate it
-from; a small model trained briefly usually has no outliers, and that is an answer, not an error.
+What can go wrong: the threshold is robust (the larger of median + :data:`OUTLIER_MADS` median
+absolute deviations and :data:`OUTLIER_RATIO` times the median of the batch's patch norms) but a
+batch of one image has few patches to estimate it from; object patches often have somewhat larger
+norms than background ones, which is why the ratio is required too (Darcet et al.'s artefacts are
+about ten times the median); a small model usually has no outliers, and that is an answer.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from core.attention.layout import TokenLayout, token_layout
 from core.attention.sites import forward_attention, is_compatible
 
 OUTLIER_MADS = 6.0
-"""A patch token is an outlier when its norm exceeds the median by this many MADs."""
+"""A patch token is an outlier when its norm exceeds the median by this many MADs and..."""
+OUTLIER_RATIO = 3.0
+"""... is at least this many times the median."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class NormOptions:
     """Options of :func:`token_norms`."""
 
     mads: float = OUTLIER_MADS  # outlier threshold, in median absolute deviations
+    ratio: float = OUTLIER_RATIO  # and in multiples of the median norm
 
 
 @dataclass(frozen=True)
@@ -65,20 +70,23 @@ class TokenNorms:
         counts = self.outliers[sample].sum(axis=-1)
         if not counts.any():
             return (
-                "No high-norm outlier tokens in any block for this image (threshold: median + "
-                f"{OUTLIER_MADS:g} MADs of the patch norms): its attention maps are not "
-                "distorted by register-like tokens."
+                "No high-norm outlier tokens in any block for this image (at least "
+                f"{OUTLIER_RATIO:g}× the median patch norm and {OUTLIER_MADS:g} MADs above it): "
+                "its attention maps are not distorted by register-like tokens."
             )
         parts = [f"`{layer}` {int(c)}" for layer, c in zip(self.layers, counts, strict=True) if c]
         return "High-norm outlier patches per block: " + ", ".join(parts) + "."
 
 
-def outlier_threshold(patch_norms: np.ndarray, mads: float = OUTLIER_MADS) -> np.ndarray:
-    """``median + mads * MAD`` of patch-token norms, per layer.
+def outlier_threshold(
+    patch_norms: np.ndarray, mads: float = OUTLIER_MADS, ratio: float = OUTLIER_RATIO
+) -> np.ndarray:
+    """``max(median + mads * MAD, ratio * median)`` of patch-token norms, per layer.
 
     Args:
         patch_norms: ``[N, layers, P]`` norms of the patch tokens.
         mads: how many median absolute deviations above the median.
+        ratio: how many times the median, at least.
 
     Returns:
         ``[layers]`` thresholds.
@@ -86,7 +94,8 @@ def outlier_threshold(patch_norms: np.ndarray, mads: float = OUTLIER_MADS) -> np
     per_layer = patch_norms.transpose(1, 0, 2).reshape(patch_norms.shape[1], -1)
     median = np.median(per_layer, axis=1)
     mad = np.median(np.abs(per_layer - median[:, None]), axis=1)
-    return (median + mads * np.maximum(mad, 1e-6 * np.maximum(median, 1e-12))).astype(np.float32)
+    spread = median + mads * np.maximum(mad, 1e-6 * np.maximum(median, 1e-12))
+    return np.maximum(spread, ratio * median).astype(np.float32)
 
 
 def without(attention: np.ndarray, drop: np.ndarray) -> np.ndarray:
@@ -114,7 +123,7 @@ def token_norms(
     Args:
         model: a vision transformer whose blocks output tokens ``[N, T, D]``.
         batch: ``[N, C, H, W]`` images (a few: memory is ``N * layers * T^2``).
-        options: the outlier threshold in MADs.
+        options: the outlier threshold in MADs and multiples of the median.
         progress: called once, as ``progress(N, N)``, when done.
 
     Raises:
@@ -131,7 +140,7 @@ def token_norms(
     if bad:
         raise ValueError(f"Blocks {', '.join(bad)} do not output tokens [N, T, D].")
     norms = np.stack([np.linalg.norm(tokens[b], axis=-1) for b in blocks], axis=1)
-    threshold = outlier_threshold(norms[..., layout.patches], options.mads)
+    threshold = outlier_threshold(norms[..., layout.patches], options.mads, options.ratio)
     outliers = np.zeros(norms.shape, bool)
     outliers[..., layout.patches] = norms[..., layout.patches] > threshold[:, None]
     cls_attention = probs[:, :, :, 0, :].mean(axis=2).astype(np.float32)

@@ -5,9 +5,13 @@ PCA is fitted jointly over the position vectors of a batch of images (a conv lay
 ``[C, h, w]`` gives ``h * w`` vectors of ``C``; a ViT layer's ``[T, D]`` its patch tokens, CLS and
 other extra tokens dropped). The first component, thresholded, separates object from
 background; a second PCA over the foreground vectors gives three components, min-max scaled
-over the fit batch and mapped to red, green and blue. The fitted :class:`ColourBasis` is kept, so
-:func:`apply_basis` colours any other image with it: the same colour means the same part across
-images. :func:`pca_colours` (registered as ``feature_maps.pca_colour``) fits and colours a batch.
+over the fit batch and mapped to red, green and blue. One change to the recipe: the first
+component is fitted on each image's vectors minus their own mean, because in a small classifier
+the largest variation in a deep layer is between images (their class), and thresholding it would
+mark whole images foreground or background instead of the object within each. The fitted
+:class:`ColourBasis` is kept, so :func:`apply_basis` colours any other image with it: the same
+colour means the same part across images. :func:`pca_colours` (registered as
+``feature_maps.pca_colour``) fits and colours a batch.
 
 What can go wrong: the first component's sign is arbitrary; it is oriented so that the patches
 on the image's border (mostly background) score low, which is wrong for images whose object
@@ -49,8 +53,8 @@ class ColourBasis:
 
     Attributes:
         layer: the layer's name.
-        mean: ``[D]`` mean of the fit vectors.
-        first: ``[D]`` unit first principal component, oriented so borders score low.
+        first: ``[D]`` unit first principal component of the vectors minus their image's mean,
+            oriented so borders score low.
         first_std: standard deviation of the fit vectors' first-component scores.
         threshold: foreground threshold on the first component, in ``first_std`` units.
         fg_mean: ``[D]`` mean of the foreground fit vectors.
@@ -61,7 +65,6 @@ class ColourBasis:
     """
 
     layer: str
-    mean: np.ndarray
     first: np.ndarray
     first_std: float
     threshold: float
@@ -183,6 +186,11 @@ def _pca(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, vt * signs[:, None], (s[:k] ** 2) / total
 
 
+def _within_image(vectors: np.ndarray) -> np.ndarray:
+    """``[N, h, w, D]`` minus each image's mean vector: what varies inside an image."""
+    return vectors - vectors.mean(axis=(1, 2), keepdims=True)
+
+
 def fit_basis(vectors: np.ndarray, layer: str, threshold: float = 0.0) -> ColourBasis:
     """Fits the colouring on ``vectors [N, h, w, D]`` (all positions of a batch, jointly).
 
@@ -193,9 +201,9 @@ def fit_basis(vectors: np.ndarray, layer: str, threshold: float = 0.0) -> Colour
     if d < 3:
         raise ValueError(f"Layer {layer!r} has {d} channels: three components need three.")
     flat = vectors.reshape(-1, d)
-    mean, first, _ = _pca(flat, 1)
+    _, first, _ = _pca(_within_image(vectors).reshape(-1, d), 1)
     first = first[0]
-    scores = (vectors - mean) @ first
+    scores = _within_image(vectors) @ first
     border = np.ones((h, w), bool)
     border[1:-1, 1:-1] = h <= 2 or w <= 2
     if scores[:, border].mean() > scores.mean():
@@ -211,7 +219,6 @@ def fit_basis(vectors: np.ndarray, layer: str, threshold: float = 0.0) -> Colour
     projected = (fg - fg_mean) @ components.T
     return ColourBasis(
         layer=layer,
-        mean=mean.astype(np.float32),
         first=first.astype(np.float32),
         first_std=std,
         threshold=threshold,
@@ -230,7 +237,7 @@ def colour(vectors: np.ndarray, basis: ColourBasis) -> tuple[np.ndarray, ...]:
         ``rgb [N, h, w, 3]`` in ``[0, 1]`` (background 0), ``foreground [N, h, w]`` bool and
         the first-component score ``[N, h, w]`` in ``first_std`` units.
     """
-    first = ((vectors - basis.mean) @ basis.first) / basis.first_std
+    first = (_within_image(vectors) @ basis.first) / basis.first_std
     foreground = first > basis.threshold
     scores = (vectors - basis.fg_mean) @ basis.components.T
     span = np.maximum(basis.high - basis.low, 1e-12)
