@@ -41,12 +41,15 @@ class Batch:
         labels: ``[N]`` int64 class indices (``-1``: unknown, e.g. an uploaded image).
         factors: factor name -> ``[N]`` int64 category codes (empty for most datasets).
         class_names: ``[K]`` the classes ``labels`` index.
+        masks: ``[N, H', W']`` bool, each image's object pixels where the dataset knows them
+            (``shapes``), else ``None``; ``H', W'`` may differ from the images' after a resize.
     """
 
     images: np.ndarray
     labels: np.ndarray
     factors: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
     class_names: tuple[str, ...] = ()
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)

@@ -31,3 +31,9 @@ views.rollout(selection, maps, image, pick)
 
 st.subheader("Heads across the validation split")
 views.heads_across_split(selection)
+
+st.subheader("Attention on the object, layer by layer")
+views.object_attention(selection)
+
+st.subheader("Token norms and high-norm outliers")
+views.token_norms(selection, image)

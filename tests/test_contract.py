@@ -65,6 +65,7 @@ def tiny(arch: str) -> tuple[nn.Module, Batch]:
         labels=np.tile([0, 1, 2], 4),
         factors={"colour": np.tile([0, 1], 6)},
         class_names=("a", "b", "c"),
+        masks=rng.random((12, *shape[1:])) > 0.7,
     )
     return model, batch
 

@@ -42,12 +42,20 @@ def test_vit_page_shows_grid_rollout_statistics_and_picks_queries(vit_run: str) 
         "Layer 0, head 0 up close",
         "Attention rollout",
         "Heads across the validation split",
+        "Attention on the object, layer by layer",
+        "Token norms and high-norm outliers",
     ]
     assert at.selectbox(key="att_query").value == 0  # CLS
     charts = ["att_grid", "att_pick", "att_matrix", "att_rollout", "att_distance", "att_entropy"]
+    charts += ["att_object", "att_norms", "att_clean"]
     assert [c.key for c in at.get("plotly_chart")] == charts
-    assert len(at.get("download_button")) == 4
-    assert "4 layers × 4 heads · 65 tokens" in at.caption[0].value
+    assert len(at.get("download_button")) == 5
+    head = at.caption[0].value
+    assert " layers × 4 heads · 65 tokens" in head
+    truth, predicted = head.split("**")[1], head.split("**")[3]
+    assert truth == predicted  # the page opens on a correctly classified sample
+    assert any("of its CLS attention on it" in c.value and "n = " in c.value for c in at.caption)
+    assert any("L2 norm of every token" in c.value for c in at.caption)
     at.selectbox(key="att_query").set_value(10).run()
     at.selectbox(key="att_layer").set_value(3).run()
     at.selectbox(key="att_head").set_value(2).run()
@@ -64,7 +72,7 @@ def test_imported_torchvision_vit(tmp_path: Path, isolated_runs: Path) -> None:
     run = import_run("tv:vit_b_16", weights, "shapes", image_size=32, n_samples=200).name
     at = open_attention(run)
     assert "12 layers × 12 heads · 5 tokens" in at.caption[0].value
-    assert len(at.get("plotly_chart")) == 6
+    assert len(at.get("plotly_chart")) == 9
     at.selectbox(key="att_query").set_value(4).run()
     assert not at.exception, at.exception
     assert "patch (row 1, col 1)" in at.caption[1].value

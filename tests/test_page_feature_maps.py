@@ -142,3 +142,19 @@ def test_mlp_and_vit_open_every_tab(run: str, layer: str | None, weights: str | 
         assert any(weights in s.value for s in at.subheader)
     else:
         assert any("First convolution" in s.value for s in at.subheader)
+
+
+@pytest.mark.parametrize("run", ["cnn-shapes", "vit-shapes"])
+def test_pca_colour_tab_colours_a_grid_and_one_image_across_layers(run: str) -> None:
+    at = open_page(run=run)
+    show_tab(at, "PCA as colour")
+    assert [c.key for c in at.get("plotly_chart")][-2:] == ["fm_pca_grid", "fm_pca_depth"]
+    assert any("validation images" in c.value and "basis is kept" in c.value for c in at.caption)
+    layers = at.multiselect(key="fm_pca_layers").value
+    assert 2 <= len(layers) <= 8
+    if run == "vit-shapes":
+        assert layers[-1] == "blocks.3"
+        at.selectbox(key="fm_layer").set_value("blocks.3").run()
+        assert any("**blocks.3**" in c.value for c in at.caption)
+    at.slider(key="fm_pca_threshold").set_value(0.5).run()
+    assert not at.exception, at.exception

@@ -25,8 +25,8 @@ def test_stored_results_are_for_the_shipped_weights(name: str) -> None:
         analyses.add(meta["analysis"])
     expected = {"predictions", "sample-predictions", "report", "cka", "feature-info", "projection"}
     assert expected | {"depth"} <= analyses
-    if info.arch == "vit":
-        assert "head-stats" in analyses
+    if info.arch.startswith("vit"):
+        assert {"head-stats", "object-attention"} <= analyses
 
 
 def test_the_shipped_runs_fit_in_ten_megabytes() -> None:
@@ -37,11 +37,13 @@ def test_the_shipped_runs_fit_in_ten_megabytes() -> None:
 @pytest.mark.parametrize("name", list(SHIPPED_CONFIGS))
 def test_every_first_view_is_stored(name: str) -> None:
     """What the pages ask for first, with today's recipes and defaults, is found in the store."""
+    from core.attention.objects import ObjectAttention
     from core.attention.sites import has_attention
     from core.attention.statistics import HeadStatistics
     from core.models import precompute
     from core.models.evaluation import Predictions
     from core.models.runs import load_run
+    from core.models.shipped import MAP_LAYERS, _map_layers
     from core.projections.features import FeatureInfo
     from core.projections.fits import DepthProjection, Projection
     from core.projections.report_card import CKA, LayerReport
@@ -58,11 +60,12 @@ def test_every_first_view_is_stored(name: str) -> None:
         ("cka", precompute.cka_args(run, 1000, "random", 0), CKA),
         ("depth", {"layers": ladder, "n": 1000, "method": "PCA", "seed": 0}, DepthProjection),
     ]
-    for layer in precompute.map_layers(run):
+    for layer in dict.fromkeys([*ladder, *_map_layers(run, MAP_LAYERS.get(name, "none"))]):
         wanted.append(("feature-info", {"layer": layer, "n": n, "seed": 0}, FeatureInfo))
         args = {"layer": layer, "n": n, "method": "UMAP", "dims": 2, "seed": 0}
         wanted.append(("projection", args, Projection))
     if has_attention(run.model):
         wanted.append(("head-stats", {"split": "val"}, HeadStatistics))
+        wanted.append(("object-attention", {"split": "val"}, ObjectAttention))
     missing = [(a, args) for a, args, kind in wanted if precompute.load(run, a, args, kind) is None]
     assert not missing, f"not stored (run make assets RESULTS_ONLY=1): {missing[:3]}"

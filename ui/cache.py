@@ -24,6 +24,7 @@ from core.attention import sites as attention_sites
 from core.data import uploads
 from core.data.datasets import stratified_sample
 from core.feature_maps import maps as fmaps
+from core.feature_maps.pca_colour import PcaColours, apply_basis
 from core.models import precompute as pre
 from core.models import runs
 from core.models.evaluation import Predictions, predict
@@ -148,7 +149,7 @@ def batch(run: LoadedRun, inputs: Inputs) -> Batch:
     elif inputs.n is not None:
         idx = idx[stratified_sample(data.labels[idx], inputs.n, inputs.seed)]
     chosen = data.subset(idx)
-    return Batch(chosen.images, chosen.labels, chosen.factors, classes)
+    return Batch(chosen.images, chosen.labels, chosen.factors, classes, chosen.masks)
 
 
 _RESULTS: Results[Any] = Results("analyses", 256)
@@ -156,6 +157,10 @@ _STORED: dict[str, tuple[str, Callable[[Inputs, Any], dict[str, Any] | None]]] =
     "feature_maps.feature_vis": ("feature-vis", lambda i, o: {"inputs": i, "options": o}),
     "attention.head_statistics": (  # a whole split, default options: make assets ships it
         "head-stats",
+        lambda i, o: {"split": i.split} if i == Inputs(split=i.split) and o == type(o)() else None,
+    ),
+    "attention.object_attention": (
+        "object-attention",
         lambda i, o: {"split": i.split} if i == Inputs(split=i.split) and o == type(o)() else None,
     ),
 }
@@ -326,3 +331,8 @@ def training_transfer(name: str) -> Any:
 def checkpoints(run: LoadedRun) -> list[runs.Checkpoint]:
     """The run's checkpoints in training order (the sidebar's and the Training page's slider)."""
     return runs.list_checkpoints(run.info)
+
+
+def pca_colour_image(name: str, image: np.ndarray, fitted: PcaColours) -> PcaColours:
+    """One image ``[C, H, W]`` coloured with the basis ``fitted`` kept (one forward pass)."""
+    return apply_basis(loaded_run(name).model, image[None], fitted.basis)

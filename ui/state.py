@@ -138,26 +138,28 @@ def scoped(key: str, default: Any) -> dict[str, Any]:
 
 
 def _on_run_picked() -> None:
-    _set_run(st.session_state["run"], sample=0)
+    _set_run(st.session_state["run"], sample=None)
 
 
 def _on_sample_picked() -> None:
     st.session_state["_sample"] = int(st.session_state["sample"])
 
 
-def _initial_sample(n_val: int) -> int:
-    """The URL's sample on a session's first page (or after a run change by link), else 0."""
+def _initial_sample(run: str, n_val: int) -> int:
+    """The URL's sample on a session's first page (or after a run change by link), else the
+    run's first correctly classified validation sample."""
     raw = st.query_params.get("sample")
+    default = cache.predictions(run, "val").first_correct
     if raw is None:
-        return 0
+        return default
     try:
         wanted = int(raw)
     except ValueError:
         wanted = -1
     if 0 <= wanted < n_val:
         return wanted
-    st.toast(f"Sample {raw} does not exist: showing 0.", icon="⚠️")
-    return 0
+    st.toast(f"Sample {raw} does not exist: showing {default}.", icon="⚠️")
+    return default
 
 
 def _run_label(info: Any) -> str:
@@ -309,7 +311,7 @@ def sidebar() -> Selection | None:
     )
     if st.session_state.pop("_run_changed", False):
         keep = {"image": st.session_state["_image"]} if st.session_state.get("_image") else {}
-        st.switch_page(navigation.current_page(), query_params={"run": run, "sample": "0", **keep})
+        st.switch_page(navigation.current_page(), query_params={"run": run, **keep})
     if gone_notice := st.session_state.pop("_run_gone", None):
         st.sidebar.warning(gone_notice, icon=":material/warning:")
     try:
@@ -318,7 +320,7 @@ def sidebar() -> Selection | None:
         st.error(f"{err} Pick another run in the sidebar.")
         st.stop()
     if "_sample" not in st.session_state:
-        st.session_state["_sample"] = _initial_sample(n_val)
+        st.session_state["_sample"] = _initial_sample(run, n_val)
     st.session_state["_sample"] = min(int(st.session_state["_sample"]), n_val - 1)
     st.session_state["sample"] = st.session_state["_sample"]
     sample = int(
@@ -364,12 +366,13 @@ def require_selection() -> Selection:
     return selection
 
 
-def choose_run(name: str, sample: int = 0) -> None:
-    """Selects run ``name`` (and a sample) for this session (for buttons' ``on_click``)."""
+def choose_run(name: str, sample: int | None = None) -> None:
+    """Selects run ``name`` (and a sample; default: its first correctly classified one) for this
+    session (for buttons' ``on_click``)."""
     _set_run(name, sample)
 
 
-def select_run(name: str, sample: int = 0) -> None:
+def select_run(name: str, sample: int | None = None) -> None:
     """Selects run ``name`` (and a sample) for this session and reruns the app."""
     choose_run(name, sample)
     st.rerun()

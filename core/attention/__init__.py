@@ -3,10 +3,11 @@
 Modules: ``sites`` (where the attention layers are, reading their probabilities, the
 compatibility check), ``layout`` (which tokens are patches), and one per registered analysis:
 ``maps`` (``attention.maps``), ``statistics`` (``attention.head_statistics``), ``cls_tokens``
-(``attention.cls_tokens``). This file imports nothing heavy.
+(``attention.cls_tokens``), ``objects`` (``attention.object_attention``), ``norms``
+(``attention.token_norms``). This file imports nothing heavy.
 """
 
-MODULES = ("maps", "statistics", "cls_tokens")
+MODULES = ("maps", "statistics", "cls_tokens", "objects", "norms")
 """The modules that register this family's analyses."""
 
 BUILDING_BLOCKS: dict[str, str] = {

@@ -84,12 +84,15 @@ class Dataset:
         images: ``[N, C, H, W]`` float32 in ``[0, 1]``.
         labels: ``[N]`` int64 class indices.
         factors: factor name -> ``[N]`` int64 category indices.
+        masks: ``[N, H, W]`` bool, the pixels of each image's object where the dataset draws
+            it (``shapes``), else ``None``.
     """
 
     info: DatasetInfo
     images: np.ndarray
     labels: np.ndarray
     factors: dict[str, np.ndarray]
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -101,6 +104,7 @@ class Dataset:
             self.images[indices],
             self.labels[indices],
             {k: v[indices] for k, v in self.factors.items()},
+            None if self.masks is None else self.masks[indices],
         )
 
 
@@ -296,7 +300,7 @@ def make_shapes(n: int = 10_000, seed: int = 0, size: int = 32) -> Dataset:
         factors=SHAPE_FACTORS,
         source=f"procedurally generated, seed {seed}",
     )
-    return Dataset(info, images, labels.astype(np.int64), factors)
+    return Dataset(info, images, labels.astype(np.int64), factors, masks=mask)
 
 
 # --- real data ----------------------------------------------------------------------------------

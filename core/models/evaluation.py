@@ -81,6 +81,13 @@ class Predictions:
         return len(self.labels)
 
     @property
+    def first_correct(self) -> int:
+        """Index of the first correctly classified sample (0 when none is): a view's default,
+        so a first look at a model does not open on one of its mistakes."""
+        hits = np.flatnonzero(self.predicted == self.labels)
+        return int(hits[0]) if len(hits) else 0
+
+    @property
     def correct(self) -> int:
         """Number of samples with ``predicted == labels``."""
         return int((np.asarray(self.predicted) == np.asarray(self.labels)).sum())

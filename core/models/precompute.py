@@ -8,9 +8,10 @@ bump it, and the old files stop being read.
 
 What ships for each run (computed by :func:`precompute_run`) is what the first views need:
 predictions for the home page and the projections' colours, the layer report card (trained
-and random init, at the default sample count) with its CKA matrices, head statistics for a
-ViT, the map view's default projections (UMAP and PCA, 2-D, of the report card's layers and
-any other layers asked for) and the across-depth view (PCA and UMAP).
+and random init, at the default sample count) with its CKA matrices, head statistics (and
+attention on the object, for ``shapes``) for a ViT, the map view's default projections (UMAP
+and PCA, 2-D, of the report card's layers and any other layers asked for) and the across-depth
+view (PCA and UMAP).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from core import result_store
 from core.activations import INPUT, list_layers
 from core.analysis import Batch
+from core.attention import objects
 from core.attention import sites as attention_sites
 from core.attention import statistics as head_stats
 from core.data.datasets import adapt_images, stratified_sample
@@ -51,6 +53,7 @@ VERSIONS = {
     "report": 2,
     "cka": 1,
     "head-stats": 1,
+    "object-attention": 1,
     "feature-info": 1,
     "projection": 1,
     "depth": 1,
@@ -221,6 +224,16 @@ def head_statistics(
     return head_stats.head_statistics(run.model, batch, options, progress=progress)
 
 
+def object_attention(
+    run: LoadedRun, split: str = "val", progress: Progress | None = None
+) -> objects.ObjectAttention:
+    """Attention on the object per layer over a split (the analysis's default options)."""
+    idx = getattr(run.splits, split)
+    data = run.dataset
+    batch = Batch(data.images[idx], data.labels[idx], masks=data.masks[idx])
+    return objects.object_attention(run.model, batch, objects.ObjectOptions(), progress=progress)
+
+
 def layer_features(
     run: LoadedRun, layer: str, n: int, seed: int = SEED, progress: Progress | None = None
 ) -> feats.LayerFeatures:
@@ -297,6 +310,8 @@ def precompute_run(
 
     if attention_sites.has_attention(run.model):
         keep("head-stats", {"split": "val"}, lambda: head_statistics(run, "val"))
+        if run.dataset.masks is not None:
+            keep("object-attention", {"split": "val"}, lambda: object_attention(run, "val"))
 
     ladder = report_layers(run)
     wanted = list(dict.fromkeys([*ladder, *map_layers_too]))

@@ -6,7 +6,8 @@ results its first views need in the folder's ``results/``
 (:func:`core.models.precompute.precompute_run`), so that no view of a shipped run computes for
 long on first open. ``python -m core.models.shipped --results [names]`` recomputes only those
 results, for the weights already there. Per-epoch checkpoints are
-float16; with their results, all three runs stay under 10 MB.
+float16, and a run in :data:`KEEP_EPOCHS` keeps only a few; with their results, all the runs
+stay under 10 MB.
 """
 
 from __future__ import annotations
@@ -23,26 +24,37 @@ from core.models.train import TrainConfig, train
 SHIPPED_CONFIGS = {
     "cnn-shapes": TrainConfig(model="cnn", dataset="shapes", epochs=4, device="cpu"),
     "vit-shapes": TrainConfig(
-        model="vit",
+        model="vit-conv",
         dataset="shapes",
         n_samples=20_000,
-        epochs=15,
+        epochs=8,
         batch_size=128,
-        lr=1e-3,
+        lr=3e-3,
         weight_decay=0.05,
         device="cpu",
+        augment=True,
     ),
     "mlp-digits": TrainConfig(model="mlp", dataset="digits", epochs=6, batch_size=32, device="cpu"),
 }
 
 
-MAP_LAYERS = {"cnn-shapes": "all", "mlp-digits": "all", "vit-shapes": "all"}
+MAP_LAYERS = {"cnn-shapes": "all", "mlp-digits": "all", "vit-shapes": "blocks"}
 """Layers whose default map view ships besides the report card's: ``all`` of them (about 30 KiB
 a layer), or only the transformer ``blocks``' outputs (to save space on a deep ViT)."""
 
 
 TRAINING_RESULTS = ("cnn-shapes",)
 """Runs whose Training page grids ship (the others' are computed on first open)."""
+KEEP_EPOCHS = {"vit-shapes": (1, 2, 4)}
+"""Per-epoch checkpoints a run ships besides its final weights (the others are deleted to fit
+the assets budget); a run not named here keeps every epoch."""
+
+
+def prune_checkpoints(run: Path, keep: tuple[int, ...]) -> None:
+    """Deletes the run's per-epoch checkpoints except the epochs ``keep``."""
+    for path in sorted((run / "checkpoints").glob("epoch_*.safetensors")):
+        if int(path.stem.removeprefix("epoch_")) not in keep:
+            path.unlink()
 
 
 def _map_layers(run: LoadedRun, which: str) -> list[str]:
@@ -95,6 +107,8 @@ def regenerate(names: list[str] | None = None, target: Path = SHIPPED_RUNS) -> l
             shutil.rmtree(target / name, ignore_errors=True)
             target.mkdir(parents=True, exist_ok=True)
             done.append(Path(shutil.copytree(path, target / name)))
+        if name in KEEP_EPOCHS:
+            prune_checkpoints(target / name, KEEP_EPOCHS[name])
         print(f"{name}: regenerated in {target / name}")
         precompute_results([name], target)
     return done

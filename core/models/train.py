@@ -70,6 +70,8 @@ class TrainConfig:
             source's input shape. ``None``: random initial weights.
         freeze_blocks: with ``init_from``, the first this many top-level blocks are not trained
             (their BatchNorm statistics still adapt).
+        augment: train on random flips and quarter turns of each image (:func:`augment_batch`;
+            only for data whose labels do not change under them, like ``shapes``).
     """
 
     model: str = "cnn"
@@ -86,6 +88,7 @@ class TrainConfig:
     train_subset: int | None = None
     init_from: str | None = None
     freeze_blocks: int = 0
+    augment: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,19 @@ class _LossTrace:
         return self.points
 
 
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``x`` ``[N, C, H, H]`` flipped left-right or not and turned 0-3 quarter
+    turns, at random from ``generator``: the eight symmetries of the square, no pixel invented.
+    """
+    flip = torch.rand(len(x), generator=generator) < 0.5
+    turns = torch.randint(4, (len(x),), generator=generator)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    out = x.clone()
+    for k in (1, 2, 3):
+        out[turns == k] = torch.rot90(x[turns == k], k, dims=(-2, -1))
+    return out
+
+
 def model_input_shape(config: TrainConfig, data: Dataset) -> tuple[int, int, int]:
     """The ``(C, H, W)`` the model takes: the data's, with 3 channels for torchvision models."""
     c, h, w = data.info.input_shape
@@ -320,6 +336,7 @@ def train(
     train_x = torch.from_numpy(images[chosen.indices])
     train_y = torch.from_numpy(chosen.labels)
     order_rng = torch.Generator().manual_seed(config.seed)
+    augment_rng = torch.Generator().manual_seed(config.seed + 1)
     writer = RunWriter.create(config, data.info, input_shape, name=name, root=runs_root)
     if len(chosen.relabelled):
         writer.save_relabelled(chosen.relabelled, chosen.new_labels)
@@ -336,7 +353,10 @@ def train(
                 if should_stop is not None and should_stop():
                     raise _Stopped
                 idx = order[(step - 1) * config.batch_size : step * config.batch_size]
-                x, y = train_x[idx].to(device), train_y[idx].to(device)
+                x, y = train_x[idx], train_y[idx]
+                if config.augment:
+                    x = augment_batch(x, augment_rng)
+                x, y = x.to(device), y.to(device)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
                 optimiser.zero_grad(set_to_none=True)

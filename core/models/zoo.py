@@ -218,11 +218,39 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def conv_stem(c_in: int, dim: int, patch: int) -> nn.Sequential:
+    """A convolutional stem (Xiao et al. 2021) that turns an image into ``patch``-pixel tokens.
+
+    A stride-2 3x3 conv (BatchNorm, ReLU) for each factor 2 of ``patch``, widths rising to
+    ``dim // 2``, a 3x3 ``mix`` conv at the token resolution, then a ``proj`` conv to ``dim``
+    whose kernel and stride take the rest of ``patch``; output ``[N, dim, H / patch, W / patch]``,
+    like a patch embedding's.
+    """
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    rest, i, c = patch, 0, c_in
+    while rest % 2 == 0:
+        i, rest = i + 1, rest // 2
+        width = max(8, dim // 2 ** (patch.bit_length() - i))
+        layers[f"conv{i}"] = nn.Conv2d(c, width, 3, stride=2, padding=1, bias=False)
+        layers[f"bn{i}"] = nn.BatchNorm2d(width)
+        layers[f"relu{i}"] = nn.ReLU()
+        c = width
+    if i:
+        layers["mix"] = nn.Conv2d(c, dim, 3, padding=1, bias=False)
+        layers["bn_mix"] = nn.BatchNorm2d(dim)
+        layers["relu_mix"] = nn.ReLU()
+        c = dim
+    layers["proj"] = nn.Conv2d(c, dim, rest, stride=rest)
+    return nn.Sequential(layers)
+
+
 class SmallViT(nn.Module):
     """A small vision transformer: patch embedding, CLS token, learned positions, blocks, head.
 
     Tokens are ``[CLS, patch_0, ..., patch_{g*g-1}]`` with patches in row-major order over a
-    ``g x g`` grid. Each block outputs ``[N, 1 + g*g, dim]``.
+    ``g x g`` grid. Each block outputs ``[N, 1 + g*g, dim]``. ``stem="conv"`` embeds patches
+    with :func:`conv_stem` instead of one linear patch projection: the same tokens, learnt far
+    faster on small data.
     """
 
     def __init__(
@@ -233,12 +261,16 @@ class SmallViT(nn.Module):
         depth: int = 4,
         heads: int = 4,
         patch: int | None = None,
+        stem: str = "patch",
     ):
         super().__init__()
         c, h, _ = input_shape
         self.patch = patch or max(1, h // 8)
         self.grid = h // self.patch
-        self.patch_embed = nn.Conv2d(c, dim, self.patch, stride=self.patch)
+        if stem == "conv":
+            self.patch_embed: nn.Module = conv_stem(c, dim, self.patch)
+        else:
+            self.patch_embed = nn.Conv2d(c, dim, self.patch, stride=self.patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.randn(1, 1 + self.grid**2, dim) * 0.02)
         self.blocks = nn.Sequential(*(TransformerBlock(dim, heads) for _ in range(depth)))
@@ -281,6 +313,10 @@ BUILTIN_ARCHITECTURES: dict[str, Architecture] = {
     "vit": Architecture(
         "small vision transformer: 4 blocks × 4 heads over image patches",
         lambda shape, k: SmallViT(shape, k),
+    ),
+    "vit-conv": Architecture(
+        "vision transformer with a convolutional stem: 8×8 tokens of width 64, 4 blocks × 4 heads",
+        lambda shape, k: SmallViT(shape, k, dim=64, depth=4, stem="conv"),
     ),
 }
 """The registry of our own architectures, by the name a run's config gives."""

@@ -1,5 +1,6 @@
 """Figures of the attention page: head grids over the input, the token x token matrix, the chart
-of head statistics per layer. Inputs are numpy arrays; no torch here.
+of head statistics per layer, attention on the object per layer, token norms. Inputs are numpy
+arrays and core's result dataclasses; no torch here.
 
 Attention is drawn with a colour scale that fades to transparent at zero, so the input stays
 visible where a head does not look, and each cell is scaled to its own maximum unless asked
@@ -17,6 +18,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from core.attention.layout import TokenLayout
+from core.attention.objects import ObjectSummary
 from ui.figures.common import SEQUENTIAL, overlay_figure, square_image_axes
 
 ATTENTION_SCALE = [
@@ -305,3 +308,101 @@ def _reference_line(value: float, label: str, layers: int) -> go.Scatter:
         name=f"{label} ({value:.2f})",
         hovertemplate=f"{label}: %{{y:.2f}}<extra></extra>",
     )
+
+
+def object_share_figure(summary: ObjectSummary) -> go.Figure:
+    """Per layer: share of CLS attention and of rollout on the object, against its area share.
+
+    Args:
+        summary: per-layer means over the samples (:func:`core.attention.objects.summarise`).
+    """
+    layers = len(summary.layers)
+    x = np.arange(layers)
+    fig = go.Figure()
+    for values, name, colour in (
+        (summary.cls_share, "CLS attention (mean of heads)", HEAD_COLOURS[0]),
+        (summary.rollout_share, "rollout from CLS", HEAD_COLOURS[1]),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=values,
+                mode="lines+markers",
+                marker=dict(size=9, color=colour),
+                line=dict(color=colour),
+                name=name,
+                hovertemplate=f"layer %{{x}}: %{{y:.1%}}<extra>{name}</extra>",
+            )
+        )
+    fig.add_trace(_reference_line(summary.area_share, "object's share of the image", layers))
+    fig.update_xaxes(
+        title_text="layer (depth)", tickmode="linear", dtick=1, range=[-0.5, layers - 0.5]
+    )
+    fig.update_yaxes(title_text="share on the object", tickformat=".0%", range=[0, 1])
+    fig.update_layout(
+        title=dict(text=f"Attention on the object (n = {summary.n:,})", font=dict(size=14)),
+        height=380,
+        margin=dict(l=50, r=10, t=40, b=40),
+        legend=dict(font=dict(size=11), orientation="h", yanchor="top", y=-0.2, x=0),
+    )
+    return fig
+
+
+def _with_extra_column(values: np.ndarray, layout: TokenLayout) -> np.ndarray:
+    """``[T]`` per-token values -> ``[rows, cols + 2]``: the patch grid, a gap, then the extra
+    tokens (CLS first) top to bottom in the last column (NaN below them)."""
+    rows, cols = layout.grid
+    out = np.full((max(rows, layout.n_tokens - layout.n_patches), cols + 2), np.nan)
+    out[:rows, :cols] = values[layout.patches].reshape(rows, cols)
+    extra = [t for t in range(layout.n_tokens) if layout.patch_of(t) is None]
+    out[: len(extra), cols + 1] = values[extra]
+    return out
+
+
+def token_norm_figure(
+    norms: np.ndarray, outliers: np.ndarray, layout: TokenLayout, titles: Sequence[str]
+) -> go.Figure:
+    """Every token's L2 norm per block: the patch grid, CLS and extra tokens in a column beside it.
+
+    Args:
+        norms: ``[layers, T]`` token norms.
+        outliers: ``[layers, T]`` bool, tokens flagged as high-norm outliers (marked ×).
+        layout: which tokens are patches.
+        titles: one per layer.
+    """
+    layers = len(norms)
+    fig = make_subplots(rows=1, cols=layers, subplot_titles=list(titles), horizontal_spacing=0.01)
+    labels = np.array(layout.token_labels(), dtype=object)
+    names = _with_extra_column(np.arange(layout.n_tokens, dtype=float), layout)
+    text = np.where(np.isnan(names), "", labels[np.nan_to_num(names).astype(int)])
+    for i in range(layers):
+        z = _with_extra_column(norms[i], layout)
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                text=text,
+                colorscale=SEQUENTIAL,
+                showscale=False,
+                hovertemplate="%{text}: norm %{z:.2f}<extra></extra>",
+            ),
+            row=1,
+            col=i + 1,
+        )
+        flagged = np.flatnonzero(outliers[i])
+        spots = [np.argwhere(names == t)[0] for t in flagged]
+        fig.add_trace(
+            go.Scatter(
+                x=[s[1] for s in spots],
+                y=[s[0] for s in spots],
+                mode="markers",
+                marker=dict(symbol="x", size=9, color="red", line=dict(width=1, color="white")),
+                hoverinfo="skip",
+                showlegend=False,
+            ),
+            row=1,
+            col=i + 1,
+        )
+    square_image_axes(fig, layers)
+    fig.update_annotations(font=dict(size=11))
+    fig.update_layout(height=max(150, 900 // layers) + 40, margin=dict(l=8, r=8, t=30, b=8))
+    return fig

@@ -25,6 +25,7 @@ from core.feature_maps.weights import WeightImages
 from ui.figures.common import (
     COLOUR_BAR,
     SCHEME_SCALES,
+    nearest_upscale,
     overlay_figure,
     square_image_axes,
     style_image_axes,
@@ -399,3 +400,59 @@ def objective_figure(values: np.ndarray) -> go.Figure:
         xaxis_title="step",
         yaxis_title="activation",
     )
+
+
+def _upscaled_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[h, w, 3]`` -> ``[3, H, W]`` by nearest neighbour (``H, W``: multiples of ``h, w``)."""
+    factor = (size[0] // rgb.shape[0], size[1] // rgb.shape[1])
+    return np.repeat(np.repeat(rgb, factor[0], axis=0), factor[1], axis=1).transpose(2, 0, 1)
+
+
+def _three_channels(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image
+
+
+def pca_colour_grid_figure(images: np.ndarray, rgb: np.ndarray, cols: int = 4) -> go.Figure:
+    """Each image beside its PCA colours, ``cols`` pairs a row.
+
+    Args:
+        images: ``[N, C, H, W]`` inputs in ``[0, 1]``.
+        rgb: ``[N, h, w, 3]`` PCA colours (``H, W`` multiples of ``h, w``).
+        cols: pairs per row.
+    """
+    size = images.shape[2:4]
+    pairs = [
+        tile
+        for image, colours in zip(images, rgb, strict=True)
+        for tile in (_three_channels(image), _upscaled_rgb(colours, size))
+    ]
+    factor = max(1, 96 // size[0])
+    mosaic = _rgb_mosaic(np.stack(pairs), 2 * cols, factor)
+    fig = go.Figure(go.Image(z=mosaic, hoverinfo="skip"))
+    rows = -(-len(images) // cols)
+    return style_image_axes(fig, height=min(900, rows * 130 + 20))
+
+
+def pca_colour_depth_figure(
+    image: np.ndarray, rgb: Sequence[np.ndarray], titles: Sequence[str]
+) -> go.Figure:
+    """One image and its PCA colours at each layer, left to right.
+
+    Args:
+        image: ``[C, H, W]`` the input in ``[0, 1]``.
+        rgb: per layer ``[h, w, 3]`` colours (any grid).
+        titles: one per layer.
+    """
+    fig = make_subplots(
+        rows=1, cols=len(rgb) + 1, subplot_titles=["input", *titles], horizontal_spacing=0.01
+    )
+    fig.add_trace(go.Image(z=nearest_upscale(image, 128), hoverinfo="skip"), row=1, col=1)
+    for i, colours in enumerate(rgb, start=2):
+        tile = nearest_upscale(colours.transpose(2, 0, 1), 128)
+        fig.add_trace(go.Image(z=tile, hoverinfo="skip"), row=1, col=i)
+    square_image_axes(fig, len(rgb) + 1)
+    fig.update_annotations(font=dict(size=11))
+    fig.update_layout(
+        height=max(140, 1000 // (len(rgb) + 1)) + 40, margin=dict(l=4, r=4, t=30, b=4)
+    )
+    return fig

@@ -18,13 +18,16 @@ import streamlit as st
 
 from core.analysis import Inputs
 from core.attention.maps import AttentionMaps, MapsOptions, query_attention
+from core.attention.objects import summarise
 from ui import cache, state
 from ui.exports import head_statistics_csv, long_csv
 from ui.figures.attention import (
     head_statistic_figure,
+    object_share_figure,
     overlay_grid,
     query_figure,
     token_matrix_figure,
+    token_norm_figure,
 )
 from ui.figures.common import PLOTLY_CONFIG
 
@@ -257,4 +260,65 @@ def heads_across_split(selection: state.Selection) -> None:
         file_name=f"{selection.run}_head_statistics.csv",
         mime="text/csv",
         key="att_csv_stats",
+    )
+
+
+def object_attention(selection: state.Selection) -> None:
+    """Share of CLS attention and of rollout on the object, per layer, over the validation split."""
+    try:
+        result = cache.analysis(
+            selection.run,
+            "attention.object_attention",
+            Inputs(split=STATISTICS_SPLIT),
+            label="Measuring attention on the object over the validation split",
+        )
+    except ValueError as err:
+        st.info(str(err))
+        return
+    summary = summarise(result)
+    st.caption(
+        summary.caption() + " Each patch counts by the share of its pixels inside the object; "
+        "the CLS token's attention is averaged over heads and renormalised over the patches. "
+        "Uniform attention would sit on the dashed line; above it, the layer looks at the object."
+    )
+    st.plotly_chart(object_share_figure(summary), config=PLOTLY_CONFIG, key="att_object")
+    layers = [("layer", range(len(summary.layers)))]
+    st.download_button(
+        "⬇ Object shares per layer (CSV)",
+        lambda: long_csv(
+            np.stack([summary.cls_share, summary.rollout_share], axis=1),
+            [*layers, ("what", ["cls_attention", "rollout"])],
+            "share_on_object",
+        ),
+        file_name=f"{selection.run}_object_attention.csv",
+        mime="text/csv",
+        key="att_csv_object",
+    )
+
+
+def token_norms(selection: state.Selection, image: np.ndarray) -> None:
+    """Every token's norm per block, outliers flagged, and CLS attention with and without them."""
+    norms = cache.analysis(
+        selection.run, "attention.token_norms", selection.inputs, label="Measuring token norms"
+    )
+    layout = norms.layout
+    titles = [f"layer {i}" for i in range(len(norms.layers))]
+    st.caption(
+        "The L2 norm of every token after each block, over the patch grid; the column to the "
+        "right of each grid is the CLS token (and any other extra token). Darcet et al. (2024) "
+        "found large ViTs turn a few background patches into high-norm scratch tokens that "
+        "soak up attention; those are marked ×. " + norms.caption()
+    )
+    st.plotly_chart(
+        token_norm_figure(norms.norms[0], norms.outliers[0], layout, titles),
+        config=PLOTLY_CONFIG,
+        key="att_norms",
+    )
+    heats = [layout.to_pixels(norms.cls_attention[0])]
+    rows = ["CLS attention"]
+    if norms.outliers[0].any():
+        heats.append(layout.to_pixels(norms.cls_attention_clean[0]))
+        rows.append("without outliers")
+    st.plotly_chart(
+        overlay_grid(image, np.stack(heats), rows, titles), config=PLOTLY_CONFIG, key="att_clean"
     )

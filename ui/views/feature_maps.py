@@ -19,8 +19,9 @@ import numpy as np
 import streamlit as st
 
 from core.activations import LayerInfo
-from core.analysis import REGISTRY
+from core.analysis import REGISTRY, Inputs
 from core.feature_maps import maps as fmaps
+from core.feature_maps import pca_colour as pca
 from core.feature_maps import top_examples as topk
 from core.feature_maps import visualisation as fvis
 from core.feature_maps import weights as fweights
@@ -383,11 +384,73 @@ def feature_vis(focus: Focus) -> None:
     )
 
 
+def pca_colour(focus: Focus) -> None:
+    """PCA as colour: 16 validation images at the focused layer with one kept basis, and the
+    selected image across layers, each layer with its own basis."""
+    layers = cache.layers(focus.run)
+    image = focus.sample.image
+    size = (image.shape[1], image.shape[2])
+    names = pca.position_layers(layers, size)
+    if not names:
+        st.info("This model has no layer with positions (conv maps or patch tokens) to colour.")
+        return
+    layer = focus.layer.name
+    if layer not in names:
+        layer = pca.default_pca_layer(layers, size)
+        st.caption(f"{focus.layer.name} has no positions: showing {layer}.")
+    threshold = st.slider(
+        "Foreground threshold (first component, in its standard deviations)",
+        -1.0, 2.0, 0.0, 0.25, **state.scoped("fm_pca_threshold", 0.0),
+        help="Positions whose first principal component scores above this are foreground.",
+    )  # fmt: skip
+    inputs = Inputs(split="val", n=pca.FIT_N, seed=0)
+    try:
+        fitted = cache.analysis(
+            focus.run, "feature_maps.pca_colour", inputs,
+            pca.PcaColourOptions(layer, threshold), "Fitting the PCA colours",
+        )  # fmt: skip
+    except ValueError as err:
+        st.warning(str(err))
+        return
+    explained = ", ".join(f"{share:.0%}" for share in fitted.basis.explained)
+    st.caption(
+        f"**{layer}**: one PCA fitted jointly over the positions of {len(fitted.images)} "
+        "validation images (CLS and extra tokens dropped). Its first component separates "
+        "object from background (black); three components of the foreground, fitted again, are "
+        f"red, green and blue (they explain {explained} of its variance). The basis is kept, so "
+        "the same colour means the same kind of part in every image (Oquab et al. 2023, DINOv2)."
+    )
+    n = pca.GRID_N
+    st.plotly_chart(
+        figs.pca_colour_grid_figure(fitted.images[:n], fitted.rgb[:n]),
+        config=PLOTLY_CONFIG, key="fm_pca_grid",
+    )  # fmt: skip
+    st.markdown("**This image across layers**")
+    first = pca.depth_pca_layers(layers, size)
+    chosen = st.multiselect("Layers", names, default=first, **state.scoped("fm_pca_layers", first))
+    order = {name: i for i, name in enumerate(names)}
+    chosen = sorted(chosen, key=order.get)
+    colours = []
+    for name in chosen:
+        basis = cache.analysis(
+            focus.run, "feature_maps.pca_colour", inputs,
+            pca.PcaColourOptions(name, threshold), f"Fitting the PCA colours of {name}",
+        )  # fmt: skip
+        colours.append(cache.pca_colour_image(focus.run, image, basis).rgb[0])
+    if colours:
+        st.plotly_chart(
+            figs.pca_colour_depth_figure(image, colours, chosen),
+            config=PLOTLY_CONFIG, key="fm_pca_depth",
+        )  # fmt: skip
+        st.caption("Each layer's colours come from its own basis, fitted as above.")
+
+
 TABS = {
     "Channel maps": channel_maps,
     "Across depth": depth,
     "Learned filters": filters,
     "Top examples": top_examples,
     "Feature visualisation": feature_vis,
+    "PCA as colour": pca_colour,
 }
 """The page's tabs, in order: title -> view."""
