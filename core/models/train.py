@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.data.datasets import Dataset, adapt_images, load_dataset, split_indices
+from core.data.datasets import Dataset, Shortcut, adapt_images, load_dataset, split_indices
 from core.device import pick_device
 from core.models.evaluation import predict
 from core.models.runs import RunWriter, read_run
@@ -57,6 +57,8 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         seed: seeds the data, the split, the initial weights and the batch order.
         device: ``auto`` (cuda, mps, cpu) or a device string.
+        shortcut: a spurious correlation in the training split, ``"<factor>=<strength>"``
+            (``"colour=0.95"``; ``shapes`` only, see :class:`core.data.datasets.Shortcut`).
     """
 
     model: str = "cnn"
@@ -69,6 +71,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "auto"
+    shortcut: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,11 @@ def train(
     torch.manual_seed(config.seed)
     device = pick_device(None if config.device == "auto" else config.device)
     data = data or load_dataset(
-        config.dataset, n=config.n_samples, seed=config.seed, image_size=config.image_size
+        config.dataset,
+        n=config.n_samples,
+        seed=config.seed,
+        image_size=config.image_size,
+        shortcut=Shortcut.parse(config.shortcut),
     )
     input_shape = model_input_shape(config, data)
     images = adapt_images(data.images, input_shape)
