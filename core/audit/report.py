@@ -48,9 +48,11 @@ class AuditSettings:
     n_random: int = 10  # random counterpart sets per concept
     set_size: int = 50  # images per concept / random set
     concept_inputs: int = 100  # class images scored per concept test
-    attribution_samples: tuple[int, ...] = (0, 1, 2, 3)  # validation positions, fixed
+    attribution_samples: tuple[int, ...] = (0, 1, 2)  # validation positions, fixed
+    sanity_steps: int = 3  # randomisation steps of each sanity check (the verdict is the last)
     faithfulness_n: int = 100  # validation images of the deletion/insertion curves
     faithfulness_methods: tuple[str, ...] = ("saliency", "grad_cam")
+    faithfulness_orders: int = 1  # random pixel orders per image (averaged over the images)
     faithfulness_chunk: int = 25  # images attributed at once (bounds memory)
     seed: int = 0  # every sample, random set and random order
 
@@ -175,11 +177,15 @@ def _accuracy(run: LoadedRun, s: AuditSettings) -> Section:
     )
 
 
-def _slices(run: LoadedRun, s: AuditSettings) -> Section:
+def _slices(run: LoadedRun, s: AuditSettings, predictions: Any = None) -> Section:
+    from core.audit.slices import slice_scores
+
     analysis = get("audit.slices")
-    result = analysis.function(
-        run.model, inputs_batch(run, Inputs(split=s.split)), analysis.options()
-    )
+    batch = inputs_batch(run, Inputs(split=s.split))
+    if predictions is None:
+        result = analysis.function(run.model, batch, analysis.options())
+    else:  # the accuracy section's predictions of the same images: the same numbers, no pass
+        result = slice_scores(predictions.predicted, predictions.probs, batch.labels, batch.factors)
     categories = {f.name: f.categories for f in run.info.dataset.factors}
     names = result.names(categories, run.info.dataset.class_names)
     table = Table(
@@ -317,13 +323,13 @@ def _report_card(run: LoadedRun, progress: Callable[[float], None]) -> Section:
 
 
 def _attributions(run: LoadedRun, s: AuditSettings, progress: Callable[[float], None]) -> Section:
-    from core.attributions.sanity import VERDICT_MEANING
+    from core.attributions.sanity import VERDICT_MEANING, SanityOptions
 
     analysis = get("attributions.sanity_check")
     rows, checks = [], []
     for k, position in enumerate(s.attribution_samples):
         batch = inputs_batch(run, Inputs.sample(position))
-        check = analysis.function(run.model, batch, analysis.options())
+        check = analysis.function(run.model, batch, SanityOptions(steps=s.sanity_steps))
         checks.append((position, check))
         for j, method in enumerate(check.methods):
             rows.append(
@@ -365,7 +371,9 @@ def _faithfulness(run: LoadedRun, s: AuditSettings, progress: Callable[[float], 
     rows, per_image = [], []
     chunks = range(0, len(batch), s.faithfulness_chunk)
     for m, method in enumerate(methods):
-        options = FaithfulnessOptions(method=method, order_seed=s.seed)
+        options = FaithfulnessOptions(
+            method=method, orders=s.faithfulness_orders, order_seed=s.seed
+        )
         aucs = []
         for c, start in enumerate(chunks):
             part = slice(start, start + s.faithfulness_chunk)
@@ -524,6 +532,12 @@ def _findings(sections: Sequence[Section]) -> list[Finding]:
     return out
 
 
+def _predictions(sections: Sequence[Section]) -> Any:
+    """The accuracy section's predictions, if it was made."""
+    made = [s for s in sections if s.key == "accuracy" and not s.problem]
+    return made[0].data["predictions"] if made else None
+
+
 # --- the audit ---------------------------------------------------------------------------------
 
 SECTIONS = (
@@ -593,13 +607,13 @@ def build_audit(
         failure = f"the run cannot be loaded ({err})"
     makers: dict[str, Callable[..., Section]] = {
         "accuracy": lambda r, p: _accuracy(r, s),
-        "slices": lambda r, p: _slices(r, s),
+        "slices": lambda r, p: _slices(r, s, _predictions(sections)),
         "concepts": lambda r, p: _concepts(r, s, p),
         "report_card": lambda r, p: _report_card(r, p),
         "attributions": lambda r, p: _attributions(r, s, p),
         "faithfulness": lambda r, p: _faithfulness(r, s, p),
     }
-    sections = []
+    sections: list[Section] = []
     for key, title, cost in SECTIONS:
         if status is not None:
             status(title)
