@@ -24,7 +24,15 @@ def _charts(at: AppTest, key: str) -> list:
     return [c for c in at.get("plotly_chart") if c.proto.id and key in c.proto.id]
 
 
-def test_the_shortcut_run_shows_slices_a_concept_test_and_makes_the_report() -> None:
+def test_the_shortcut_run_shows_slices_a_concept_test_and_makes_the_report(monkeypatch) -> None:
+    import core.audit.html
+    from core.audit.report import AuditSettings, build_audit
+
+    small = AuditSettings(attribution_samples=(0,), faithfulness_n=8, faithfulness_chunk=8)
+    monkeypatch.setattr(  # the button's report, made smaller (test_audit.py checks the rest)
+        core.audit.html, "build_audit", lambda name, settings=None, **kw: build_audit(
+            name, small, **kw)
+    )  # fmt: skip
     at = _open("cnn-shapes-shortcut")
     assert at.title[0].value == "Audit"
     boxes = [w.value for w in (*at.warning, *at.info)]

@@ -225,7 +225,7 @@ def concept_factor(run: LoadedRun) -> str | None:
 
 
 def _concepts(run: LoadedRun, s: AuditSettings, progress: Callable[[float], None]) -> Section:
-    from core.audit.concepts import ConceptOptions
+    from core.audit.concepts import ALPHA, ConceptOptions, default_layers
 
     analysis = get("audit.concept_test")
     factor = concept_factor(run)
@@ -234,6 +234,8 @@ def _concepts(run: LoadedRun, s: AuditSettings, progress: Callable[[float], None
     categories = next(f.categories for f in run.info.dataset.factors if f.name == factor)
     classes = run.info.dataset.class_names
     batch = inputs_batch(run, Inputs(split=s.concept_split))
+    layers = tuple(default_layers(run.model, run.info.input_shape))
+    alpha = ALPHA / (len(classes) * len(layers))  # Bonferroni over every test of the section
     tests, rows = [], []
     for target, name in enumerate(classes):
         value = target % len(categories)
@@ -245,6 +247,8 @@ def _concepts(run: LoadedRun, s: AuditSettings, progress: Callable[[float], None
             n_random=s.n_random,
             set_size=s.set_size,
             n_inputs=s.concept_inputs,
+            layers=layers,
+            alpha=alpha,
             seed=s.seed,
         )
         test = analysis.function(run.model, batch, options)
@@ -282,8 +286,8 @@ def _concepts(run: LoadedRun, s: AuditSettings, progress: Callable[[float], None
     text = (
         f"{analysis.title}: for each class, the {factor} it would be tied to by a shortcut "
         f"(class i: value i mod {len(categories)}) against {s.n_random} random sets of "
-        f"{s.set_size} {s.concept_split} images; method {s.concept_method}; two-sided t-test, "
-        "alpha 0.05."
+        f"{s.set_size} {s.concept_split} images; method {s.concept_method}; two-sided t-test "
+        f"at alpha {ALPHA:g} / {len(classes) * len(layers)} tests = {alpha:.2g} (Bonferroni)."
     )
     return Section("concepts", "Concept tests (TCAV)", text, [table], {"tests": tests})
 
