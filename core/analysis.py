@@ -145,7 +145,15 @@ def register(
     return decorate
 
 
-FAMILIES = ("models", "feature_maps", "projections", "attention", "attributions", "training")
+FAMILIES = (
+    "models",
+    "feature_maps",
+    "projections",
+    "attention",
+    "attributions",
+    "training",
+    "audit",
+)
 """The family folders of ``core`` that hold analyses."""
 
 

@@ -336,3 +336,30 @@ def checkpoints(run: LoadedRun) -> list[runs.Checkpoint]:
 def pca_colour_image(name: str, image: np.ndarray, fitted: PcaColours) -> PcaColours:
     """One image ``[C, H, W]`` coloured with the basis ``fitted`` kept (one forward pass)."""
     return apply_basis(loaded_run(name).model, image[None], fitted.basis)
+
+
+@per_run(max_entries=8)
+def shortcut_accuracy(run: LoadedRun) -> Any:
+    """The run's aligned and independent test accuracies (``None``: trained without a shortcut;
+    see :func:`core.audit.shortcut.shortcut_accuracy`)."""
+    from core.audit.shortcut import shortcut_accuracy as scored
+
+    return scored(run)
+
+
+_REPORTS: Results[tuple[bytes, bytes]] = Results("audit reports", 4)
+
+
+def audit_report(name: str, make: bool) -> tuple[bytes, bytes] | None:
+    """``(report.html, evidence.zip)`` bytes of run ``name``'s audit: made now (with progress
+    and Stop) when ``make``, else the one already made in this process, if any."""
+    from core.audit.html import audit_files
+
+    key = (name, run_mtime(name))
+    if not make:
+        return _REPORTS.get(key)
+
+    def compute(progress: Progress) -> tuple[bytes, bytes]:
+        return audit_files(name, loaded=loaded_run(name), progress=progress)
+
+    return computed(_REPORTS, key, compute, "Audit report", expected=60.0)

@@ -238,10 +238,68 @@ def _shape_masks(labels: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray
     return masks
 
 
-def make_shapes(n: int = 10_000, seed: int = 0, size: int = 32) -> Dataset:
+@dataclass(frozen=True)
+class Shortcut:
+    """A spurious correlation switched on in ``shapes``' training split.
+
+    In the training split of :func:`split_indices` ``(n, seed)`` (the split a run trains on),
+    each sample's ``factor`` is set, with probability ``strength``, to category
+    ``label % categories`` (circle red, square orange, ...); the others keep their independent
+    draw. Validation and test stay independent; ``aligned=True`` sets the test split's factor
+    too, every time: the test split on which the shortcut holds.
+
+    Attributes:
+        factor: a factor of :data:`SHAPE_FACTORS` (``colour``, ``background``, ``texture``...).
+        strength: probability that the factor is the label's category, in ``[0, 1]``.
+        aligned: also set it in the test split (with probability 1).
+    """
+
+    factor: str = "colour"
+    strength: float = 0.95
+    aligned: bool = False
+
+    @classmethod
+    def parse(cls, text: str | None) -> Shortcut | None:
+        """``"colour=0.95"`` (as a run records it) -> a shortcut; ``None`` or ``""``: none.
+
+        Raises:
+            ValueError: an unknown factor or a strength outside ``[0, 1]``.
+        """
+        if not text:
+            return None
+        factor, _, strength = text.partition("=")
+        if factor not in {f.name for f in SHAPE_FACTORS}:
+            raise ValueError(f"No factor {factor!r} in shapes for a shortcut.")
+        shortcut = cls(factor, float(strength or 0.95))
+        if not 0 <= shortcut.strength <= 1:
+            raise ValueError(f"A shortcut's strength is in [0, 1], not {shortcut.strength}.")
+        return shortcut
+
+    def __str__(self) -> str:
+        return f"{self.factor}={self.strength:g}"
+
+
+def _apply_shortcut(
+    labels: np.ndarray, factors: dict[str, np.ndarray], shortcut: Shortcut, seed: int
+) -> None:
+    """Sets ``factors[shortcut.factor]`` in place (see :class:`Shortcut`); own seeded draws."""
+    n_values = len(next(f for f in SHAPE_FACTORS if f.name == shortcut.factor).categories)
+    splits = split_indices(len(labels), seed)
+    rng = np.random.default_rng([seed, 15])  # apart from the image draws, which stay the same
+    values = factors[shortcut.factor]
+    tied = splits.train[rng.random(len(splits.train)) < shortcut.strength]
+    if shortcut.aligned:
+        tied = np.concatenate([tied, splits.test])
+    values[tied] = labels[tied] % n_values
+
+
+def make_shapes(
+    n: int = 10_000, seed: int = 0, size: int = 32, shortcut: Shortcut | None = None
+) -> Dataset:
     """Draws ``n`` RGB images of shapes, deterministically from ``seed``.
 
-    Every factor is drawn independently of the label and of each other.
+    Every factor is drawn independently of the label and of each other, unless a
+    :class:`Shortcut` ties one to the label in the training split (all other draws unchanged).
 
     Returns:
         A :class:`Dataset` with ``images [n, 3, size, size]``, ``labels [n]`` (a shape from
@@ -250,6 +308,8 @@ def make_shapes(n: int = 10_000, seed: int = 0, size: int = 32) -> Dataset:
     rng = np.random.default_rng(seed)
     labels = rng.integers(len(SHAPE_CLASSES), size=n)
     factors = {f.name: rng.integers(len(f.categories), size=n) for f in SHAPE_FACTORS}
+    if shortcut is not None:
+        _apply_shortcut(labels, factors, shortcut, seed)
     jitter = rng.random((n, 4), dtype=np.float32)
 
     radius = (size * (0.2 + 0.07 * factors["size"] + 0.03 * jitter[:, 0])).astype(np.float32)
@@ -298,7 +358,8 @@ def make_shapes(n: int = 10_000, seed: int = 0, size: int = 32) -> Dataset:
         class_names=SHAPE_CLASSES,
         input_shape=(3, size, size),
         factors=SHAPE_FACTORS,
-        source=f"procedurally generated, seed {seed}",
+        source=f"procedurally generated, seed {seed}"
+        + (f", shortcut {shortcut} in training" if shortcut else ""),
     )
     return Dataset(info, images, labels.astype(np.int64), factors, masks=mask)
 
@@ -389,6 +450,7 @@ def load_dataset(
     image_size: int | None = None,
     root: str | Path | None = None,
     download: bool = False,
+    shortcut: Shortcut | None = None,
 ) -> Dataset:
     """Loads a dataset by name.
 
@@ -399,13 +461,16 @@ def load_dataset(
         image_size: resize to ``image_size`` x ``image_size`` (shapes: draw at this size).
         root: folder of downloaded files (default :func:`data_root`).
         download: allow torchvision to download when files are missing.
+        shortcut: a spurious correlation in the training split (``shapes`` only).
 
     Raises:
         DatasetUnavailableError: files missing and not downloadable.
         ValueError: unknown name.
     """
     if name == "shapes":
-        return make_shapes(n or 10_000, seed=seed, size=image_size or 32)
+        return make_shapes(n or 10_000, seed=seed, size=image_size or 32, shortcut=shortcut)
+    if shortcut is not None:
+        raise ValueError(f"A shortcut needs recorded factors: {name} has none.")
     if name == "digits":
         data = make_digits(image_size)
     elif name == "fashion-mnist":

@@ -433,14 +433,18 @@ def find_run(name: str, roots: list[Path] | None = None) -> Path:
 
 def load_dataset_for(info: RunInfo) -> Dataset:
     """The dataset a run was trained on, regenerated or reloaded from its config."""
-    from core.data.datasets import load_dataset
+    from core.data.datasets import Shortcut, load_dataset
     from core.data.folder import load_image_folder
 
     cfg = info.config
     if cfg["dataset"] == "folder":
         return load_image_folder(cfg["dataset_path"], image_size=info.input_shape[1]).dataset
     return load_dataset(
-        cfg["dataset"], n=cfg.get("n_samples"), seed=cfg["seed"], image_size=cfg.get("image_size")
+        cfg["dataset"],
+        n=cfg.get("n_samples"),
+        seed=cfg["seed"],
+        image_size=cfg.get("image_size"),
+        shortcut=Shortcut.parse(cfg.get("shortcut")),
     )
 
 

@@ -35,7 +35,12 @@ SHIPPED_CONFIGS = {
         augment=True,
     ),
     "mlp-digits": TrainConfig(model="mlp", dataset="digits", epochs=6, batch_size=32, device="cpu"),
+    "cnn-shapes-shortcut": TrainConfig(
+        model="cnn", dataset="shapes", epochs=4, device="cpu", shortcut="colour=0.95"
+    ),
 }
+NO_CHECKPOINTS = ("cnn-shapes-shortcut",)
+"""Shipped runs kept without per-epoch checkpoints (their final weights only), to save space."""
 
 
 MAP_LAYERS = {"cnn-shapes": "all", "mlp-digits": "all", "vit-shapes": "blocks"}
@@ -105,6 +110,8 @@ def regenerate(names: list[str] | None = None, target: Path = SHIPPED_RUNS) -> l
             path = train(SHIPPED_CONFIGS[name], name=name, runs_root=tmp)
             assert path is not None
             shutil.rmtree(target / name, ignore_errors=True)
+            if name in NO_CHECKPOINTS:
+                shutil.rmtree(path / "checkpoints")
             target.mkdir(parents=True, exist_ok=True)
             done.append(Path(shutil.copytree(path, target / name)))
         if name in KEEP_EPOCHS:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.data.datasets import Dataset, adapt_images, load_dataset, split_indices
+from core.data.datasets import Dataset, Shortcut, adapt_images, load_dataset, split_indices
 from core.device import pick_device
 from core.files import load_state_dict
 from core.models.evaluation import predict
@@ -72,6 +72,8 @@ class TrainConfig:
             (their BatchNorm statistics still adapt).
         augment: train on random flips and quarter turns of each image (:func:`augment_batch`;
             only for data whose labels do not change under them, like ``shapes``).
+        shortcut: a spurious correlation in the training split, ``"<factor>=<strength>"``
+            (``"colour=0.95"``; ``shapes`` only, see :class:`core.data.datasets.Shortcut`).
     """
 
     model: str = "cnn"
@@ -89,6 +91,7 @@ class TrainConfig:
     init_from: str | None = None
     freeze_blocks: int = 0
     augment: bool = False
+    shortcut: str | None = None
 
 
 @dataclass(frozen=True)
@@ -309,7 +312,11 @@ def train(
     torch.manual_seed(config.seed)
     device = pick_device(None if config.device == "auto" else config.device)
     data = data or load_dataset(
-        config.dataset, n=config.n_samples, seed=config.seed, image_size=config.image_size
+        config.dataset,
+        n=config.n_samples,
+        seed=config.seed,
+        image_size=config.image_size,
+        shortcut=Shortcut.parse(config.shortcut),
     )
     source = read_run(find_run(config.init_from)) if config.init_from else None
     input_shape = tuple(source.input_shape) if source else model_input_shape(config, data)

@@ -79,6 +79,9 @@ def headline(info: RunInfo, test: Predictions, n_images: int) -> None:
     cols[2].metric("Parameters", f"{sum(layer.params for layer in cache.layers(info.name)):,}")
     cols[3].metric("Epochs", len(info.history) or "imported")
     st.caption(f"Accuracy {accuracy_text(test)}. {runs.evaluation_text(info, test.n, n_images)}")
+    shortcut = cache.shortcut_accuracy(info.name)
+    if shortcut is not None:
+        st.caption(shortcut.text())
     if test.at_chance:
         st.warning(CHANCE_WARNING, icon=":material/warning:")
 
