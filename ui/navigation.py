@@ -23,6 +23,7 @@ PAGES = (
     ("pages/projections.py", "Projections", ":material/scatter_plot:"),
     ("pages/attention.py", "Attention", ":material/visibility:"),
     ("pages/attributions.py", "Attributions", ":material/my_location:"),
+    ("pages/features.py", "Features", ":material/hub:"),
 )
 """Every page: script, title, icon. The first is the default (``/``); the others are served at
 their file's stem (``/feature_maps``)."""

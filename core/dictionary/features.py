@@ -93,6 +93,31 @@ class FeatureStats:
         return tuple(wilson_interval(int(c), self.n_labelled) for c in self.correct)
 
 
+def health_summary(stats: FeatureStats) -> str:
+    """The health panel's verdict in words (thresholds: 90 % variance, 10 % dead, the
+    accuracy intervals overlapping or not)."""
+    plain, spliced = stats.accuracy
+    (p_lo, p_hi), (s_lo, s_hi) = stats.intervals
+    parts = [
+        f"The reconstruction explains {stats.fve:.1%} of the layer's variance "
+        + ("(good)" if stats.fve >= 0.9 else "(low: more steps, a larger k or more features)"),
+        f"{stats.l0:.1f} features are active per token on average",
+        f"{stats.dead_fraction:.1%} of the {len(stats.fire_counts)} features never fire "
+        + (
+            "(healthy)" if stats.dead_fraction <= 0.1 else "(many dead: fewer features, more steps)"
+        ),
+    ]
+    if stats.n_labelled:
+        overlap = s_hi >= p_lo and p_hi >= s_lo
+        cost = plain - spliced
+        parts.append(
+            f"spliced in, the model's accuracy goes from {plain:.1%} to {spliced:.1%} "
+            f"({cost * 100:+.1f} points; n = {stats.n_labelled}; the 95 % intervals "
+            + ("overlap)" if overlap else "do not overlap: the SAE loses what the model uses)")
+        )
+    return "; ".join(parts) + "."
+
+
 def log_density(density: np.ndarray) -> np.ndarray:
     """``[F]`` log10 firing densities, dead features at ``-inf`` replaced by -8 (plot floor)."""
     with np.errstate(divide="ignore"):

@@ -88,6 +88,18 @@ class GroundTruth:
         return auc.argmax(1), auc.max(1)
 
 
+def verdict(summary: dict[str, float]) -> str:
+    """Whether the SAE's features are more selective detectors than single channels, in words."""
+    f, c = summary["feature_mean_best_auc"], summary["channel_mean_best_auc"]
+    fd, cd, n = summary["feature_detectors"], summary["channel_detectors"], summary["values"]
+    better = "more" if f > c + 0.005 else "less" if f < c - 0.005 else "about as"
+    return (
+        f"Over {n} factor values and classes, the best SAE feature per value reaches a mean AUC "
+        f"of {f:.3f} against {c:.3f} for the best single channel: the features are {better} "
+        f"selective. {fd} values have a feature with AUC ≥ {DETECTOR_AUC}, {cd} have a channel."
+    )
+
+
 def targets(
     labels: np.ndarray, factors: Mapping[str, np.ndarray], n_classes: int
 ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:

@@ -7,7 +7,9 @@ so the stored SAE reads the layer's raw tokens (``normalize_activations: "none"`
 layerscope needs beyond SAELens's fields sits under ``cfg["layerscope"]``. BatchTopK is stored
 as ``jumprelu`` with its one threshold per feature, as SAELens does.
 
-A folder is written under a temporary name and renamed, so a half-written SAE is never listed.
+An id names the layer, the rule, the size and a hash of the decoder, so a cached result keyed
+by id never belongs to another SAE. A folder is written under a temporary name and renamed,
+so a half-written SAE is never listed.
 The shipped runs are read-only: SAEs trained on them go to the user's runs root, under
 ``.shipped-saes/<run>/saes`` (a folder :func:`core.models.runs.scan_runs` ignores).
 
@@ -19,6 +21,7 @@ an SAE trained on other weights than the run's now (:attr:`SavedSAE.stale`).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 import shutil
@@ -142,7 +145,8 @@ def save_sae(run: str, p: SAEParams, extra: dict[str, Any] | None = None) -> str
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{p.layer}-{p.architecture}-{p.d_sae}")
+    digest = hashlib.sha256(np.ascontiguousarray(p.W_dec).tobytes()).hexdigest()[:6]
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{p.layer}-{p.architecture}-{p.d_sae}-{digest}")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         write_json(tmp / "cfg.json", sae_cfg(p, run, extra))
