@@ -131,13 +131,16 @@ def _unique(root: Path, base: str) -> str:
     return name
 
 
-def save_sae(run: str, p: SAEParams, extra: dict[str, Any] | None = None) -> str:
+def save_sae(
+    run: str, p: SAEParams, extra: dict[str, Any] | None = None, *, ship: bool = False
+) -> str:
     """Saves ``p`` as a new SAE of run ``run``; returns its id.
 
     Args:
         extra: more to keep under ``cfg["layerscope"]`` (options, numbers measured).
+        ship: write into a shipped run's own folder (``python -m core.dictionary --ship``).
     """
-    root = sae_roots(run)[0]
+    root = sae_roots(run)[-1 if ship else 0]
     root.mkdir(parents=True, exist_ok=True)
     info = read_run(find_run(run))
     extra = {

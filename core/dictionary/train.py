@@ -6,9 +6,11 @@ step then reads a random set of images from it and trains on all their tokens. T
 inputs scaled to a mean norm of ``sqrt(d_in)``, decoder rows initialised from random centred
 data points (unit norm, the encoder their transpose), ``b_dec`` the data mean, Adam, decoder
 rows renormalised after every step. Dead features (none fired for :data:`DEAD_STEPS` steps)
-get the AuxK loss of Gao et al. 2024: their top ``d_in / 2`` pre-activations must explain the
-main reconstruction's residual, so the gradient finds them again. ``relu`` adds an L1 penalty
-ramped up linearly over the first ``l1_warmup`` of the steps.
+get the AuxK loss of Gao et al. 2024 (their top ``d_in / 2`` pre-activations must explain the
+main reconstruction's residual, so the gradient finds them again), and those still dead at 20,
+30, 40 and 50 % of the steps are resampled towards the worst-reconstructed tokens (Bricken et
+al. 2023). ``relu`` adds an L1 penalty ramped up linearly over the first ``l1_warmup`` of the
+steps.
 
 What can go wrong: a layer whose tokens are all zero (the scale is meaningless: ``ValueError``),
 a Stop (``progress`` raises; the temporary file is removed).
@@ -174,6 +176,7 @@ def _fit(
     since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
     history = np.zeros((options.steps, 3), dtype=np.float32)
     threshold_sum, threshold_n = 0.0, 0
+    resample_at = {options.steps * i // 10 for i in (2, 3, 4, 5)}
     for step in range(options.steps):
         picks = torch.randperm(len(stored), generator=generator)[:per_step].sort().values
         raw = torch.from_numpy(stored[picks.numpy()]).float()
@@ -207,6 +210,9 @@ def _fit(
         loss.backward()
         optimiser.step()
         sae.normalise_decoder()
+        if step + 1 in resample_at and bool(dead.any()):
+            _resample(sae, optimiser, dead, residual.detach(), generator)
+            since_fired[dead] = 0
         with torch.no_grad():
             history[step] = (
                 float(loss),
@@ -218,6 +224,46 @@ def _fit(
     if threshold_n:
         sae.threshold.fill_(threshold_sum / threshold_n)
     return history
+
+
+def training_summary(params: SAEParams, seconds: float) -> dict[str, float]:
+    """What an SAE's listing shows: FVE and L0 over the last tenth of training, and its time."""
+    tail = params.history[-max(1, len(params.history) // 10) :]
+    return {
+        "train_fve": round(float(tail[:, 1].mean()), 4) if len(tail) else float("nan"),
+        "train_l0": round(float(tail[:, 2].mean()), 2) if len(tail) else float("nan"),
+        "seconds": round(seconds, 1),
+    }
+
+
+@torch.no_grad()
+def _resample(
+    sae: SAE,
+    optimiser: torch.optim.Optimizer,
+    dead: torch.Tensor,
+    residual: torch.Tensor,
+    generator: torch.Generator,
+) -> None:
+    """Points dead features at tokens the SAE reconstructs worst (Bricken et al. 2023): decoder
+    row = a high-error token's residual (unit norm), encoder = it at 0.2x the live encoders'
+    norm, bias 0, and their optimiser state cleared."""
+    index = dead.nonzero().flatten()
+    weights = residual.pow(2).sum(-1).cpu()
+    picks = torch.multinomial(weights + 1e-12, len(index), replacement=True, generator=generator)
+    rows = residual[picks.to(residual.device)]
+    rows = rows / rows.norm(dim=1, keepdim=True).clamp(min=1e-8)
+    alive = ~dead
+    norm = sae.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0)
+    sae.W_dec[index] = rows
+    sae.W_enc[:, index] = rows.T * 0.2 * norm
+    sae.b_enc[index] = 0
+    for param, cut in ((sae.W_dec, index), (sae.b_enc, index)):
+        for moment in optimiser.state.get(param, {}).values():
+            if torch.is_tensor(moment) and moment.ndim:
+                moment[cut] = 0
+    for moment in optimiser.state.get(sae.W_enc, {}).values():
+        if torch.is_tensor(moment) and moment.ndim:
+            moment[:, index] = 0
 
 
 def resolve_sae(model: nn.Module, batch: Batch, run: str, sae: str) -> tuple[SAEParams, object]:

@@ -34,7 +34,7 @@ from core.dictionary.features import (
 )
 from core.dictionary.ground_truth import verdict
 from core.dictionary.tokens import default_layer
-from core.dictionary.train import ARCHITECTURES, TRAIN_INPUTS, TrainOptions
+from core.dictionary.train import ARCHITECTURES, TRAIN_INPUTS, TrainOptions, training_summary
 from core.feature_maps import maps as fmaps
 from core.feature_maps import top_examples as topk
 from core.feature_maps import visualisation as fvis
@@ -141,12 +141,7 @@ def train_form(run: str, expanded: bool) -> None:
         except ValueError as err:
             st.error(str(err))
             return
-        history = params.history[-max(1, len(params.history) // 10) :]
-        summary = {
-            "train_fve": round(float(history[:, 1].mean()), 4),
-            "train_l0": round(float(history[:, 2].mean()), 2),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
+        summary = training_summary(params, time.perf_counter() - started)
         extra = {"options": to_json(options), "summary": summary}
         st.session_state["fe_sae"] = store.save_sae(run, params, extra)
         st.rerun()
