@@ -161,6 +161,24 @@ def _label(s: store.SavedSAE) -> str:
     return f"{s.layer} · {rule}{k} · {s.d_sae} features · {s.created[:16].replace('T', ' ')}"
 
 
+def _adopt_url_sae(by_id: dict[str, store.SavedSAE]) -> None:
+    """Takes ``?fe_sae=`` when a link brings it (not what this session wrote); an SAE that is
+    not there gets a toast, and the newest is shown.
+
+    Not a bound widget: the URL must name the SAE even when it is the default (the newest),
+    since the newest changes as SAEs are trained, and a bound widget drops its default.
+    """
+    wanted = st.query_params.get("fe_sae")
+    if wanted and wanted != st.session_state.get("_fe_sae_written"):
+        st.session_state["_fe_sae_written"] = wanted
+        if wanted in by_id:
+            st.session_state["fe_sae"] = wanted
+        else:
+            st.toast(f"This run has no SAE “{wanted}”: showing the newest.", icon="⚠️")
+    if st.session_state.get("fe_sae") not in by_id:
+        st.session_state["fe_sae"] = next(iter(by_id))
+
+
 def pick_sae(selection: state.Selection) -> Focus | None:
     """The SAE picker (with Delete); ``None`` when the run has none yet."""
     run = selection.run
@@ -169,16 +187,16 @@ def pick_sae(selection: state.Selection) -> Focus | None:
         st.info("This run has no sparse autoencoder yet: train one above (about a minute).")
         return None
     by_id = {s.id: s for s in saved}
-    state.check_url("fe_sae", by_id, "This run has no SAE “{}”: showing the newest.")
-    if st.session_state.get("fe_sae") not in by_id:
-        st.session_state["fe_sae"] = saved[0].id
+    _adopt_url_sae(by_id)
     c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
     sae_id = c1.selectbox(
         "SAE",
         list(by_id),
         format_func=lambda i: _label(by_id[i]),
-        **state.scoped("fe_sae", saved[0].id),
+        key="fe_sae",
+        persist_state="session",
     )
+    st.query_params["fe_sae"] = st.session_state["_fe_sae_written"] = sae_id
     sae = by_id[sae_id]
     if sae.deletable:
         c2.button(
@@ -217,6 +235,7 @@ def health(focus: Focus) -> None:
         "With the SAE spliced in",
         f"{spliced:.1%}",
         f"{(spliced - plain) * 100:+.1f} pts",
+        delta_color="off",
         help=f"[{s_lo:.1%}, {s_hi:.1%}], n = {stats.n_labelled}",
     )
     st.caption(
