@@ -63,3 +63,16 @@ def test_train_an_sae_open_a_feature_come_back_and_reload(
     shot(again, "journey-features-reloaded")
     assert again.get_by_label("Feature (0–255)").input_value() == "5"
     assert not exceptions(again), exceptions(again)
+    for text, name in (
+        ("Fires together with", "journey-features-feature-lower"),
+        ("Multiply the feature's contribution by", "journey-features-steer"),
+    ):
+        again.get_by_text(text).first.scroll_into_view_if_needed()
+        again.wait_for_timeout(500)
+        shot(again, name)
+    for tab, text in (("Ground truth", "Mean best AUC, features"), ("Feature map", "decoder")):
+        again.get_by_role("tab", name=tab, exact=True).click()
+        again.get_by_text(text).first.wait_for(timeout=300_000)
+        settle(again)
+        shot(again, f"journey-features-{tab.lower().replace(' ', '-')}")
+        assert not exceptions(again), f"{tab}: {exceptions(again)}"
