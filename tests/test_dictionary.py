@@ -275,3 +275,18 @@ def test_sae_params_shapes() -> None:
     p = SAEParams("topk", 2, np.zeros((3, 6)), np.zeros(6), np.zeros((6, 3)), np.zeros(3),
                   np.zeros(6), 1.0, "x", np.zeros((0, 3)))  # fmt: skip
     assert (p.d_in, p.d_sae) == (3, 6)
+
+
+def test_feature_vis_along_a_one_hot_direction_is_the_channel() -> None:
+    from core.feature_maps.visualisation import FeatureVisOptions, feature_vis
+    from core.models.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn", (3, 16, 16), 3).eval()
+    batch = Batch(np.random.default_rng(0).random((4, 3, 16, 16), dtype=np.float32), np.zeros(4))
+    channel = feature_vis(model, batch, FeatureVisOptions(layer="block2", channel=3, steps=4))
+    one_hot = tuple(float(c == 3) for c in range(32))
+    along = feature_vis(model, batch, FeatureVisOptions(layer="block2", steps=4, direction=one_hot))
+    np.testing.assert_allclose(along.objective, channel.objective, rtol=1e-5)
+    with pytest.raises(ValueError, match="32 channels"):
+        feature_vis(model, batch, FeatureVisOptions(layer="block2", steps=1, direction=(1.0,)))

@@ -12,6 +12,7 @@ grid cannot be inferred (then every token is a patch, and :class:`TokenSite` say
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,11 +74,23 @@ def default_layer(layers: Sequence[LayerInfo]) -> str:
 
 
 def token_site(model: nn.Module, input_shape: Sequence[int], layer: str) -> TokenSite:
-    """How ``layer``'s output splits into tokens (``""``: :func:`default_layer`).
+    """How ``layer``'s output splits into tokens (``""``: :func:`default_layer`); remembered per
+    model, since it costs a hooked pass over every module and every feature page asks.
 
     Raises:
         ValueError: an unknown layer or an output of rank other than 1, 2 or 3.
     """
+    known = _sites.setdefault(model, {})
+    key = (tuple(int(d) for d in input_shape), layer)
+    if key not in known:
+        known[key] = _token_site(model, key[0], layer)
+    return known[key]
+
+
+_sites: weakref.WeakKeyDictionary[nn.Module, dict[tuple, TokenSite]] = weakref.WeakKeyDictionary()
+
+
+def _token_site(model: nn.Module, input_shape: Sequence[int], layer: str) -> TokenSite:
     layers = list_layers(model, input_shape)
     layer = layer or default_layer(layers)
     info = next((la for la in layers if la.name == layer), None)

@@ -191,7 +191,7 @@ def effects_figure(effects: np.ndarray, class_names: Sequence[str]) -> go.Figure
     return fig.update_layout(
         height=60 + 24 * len(order),
         margin=dict(l=90, r=10, t=10, b=40),
-        xaxis_title="logit change per unit along the direction (centred)",
+        xaxis_title="logit change (centred)",
     )
 
 
