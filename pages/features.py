@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.dictionary import store
 from ui import state
 from ui.views import dictionary as views
 
@@ -19,7 +18,7 @@ st.caption(
     "activations as a sparse sum of many more directions, each meant to be one concept: train "
     "one on any layer, check its health, and open each feature's images, heatmaps and effects."
 )
-views.train_form(selection.run, expanded=not store.list_saes(selection.run))
+views.train_form(selection.run)
 focus = views.pick_sae(selection)
 if focus is None:
     st.stop()

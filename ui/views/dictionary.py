@@ -67,12 +67,14 @@ def _stopped() -> None:
     st.session_state["fe_stopped"] = True
 
 
-def train_form(run: str, expanded: bool) -> None:
-    """The form that trains a new SAE (progress, time left and a Stop button while it runs)."""
+def train_form(run: str) -> None:
+    """The form that trains a new SAE (progress, time left and a Stop button while it runs);
+    open while the run has no SAE."""
     layers = [la for la in cache.layers(run) if len(la.output_shape) in (1, 2, 3)]
     names = [la.name for la in layers]
     first = default_layer(layers)
     defaults = TrainOptions()
+    expanded = not store.list_saes(run)
     with st.expander("Train a new sparse autoencoder", expanded=expanded):
         c1, c2 = st.columns([2, 2])
         layer = c1.selectbox(
