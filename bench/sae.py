@@ -1,13 +1,13 @@
 """SAE speed and quality on the shipped ``cnn-shapes``: train, health, ground truth, a feature page.
 
-Usage: ``python bench/sae.py [--layer block2] [--runs /tmp/runs-bench]``. Trains the default
-SAE (:class:`core.dictionary.train.TrainOptions`: BatchTopK, k 16, 8x width, 500 steps of 2,048
-tokens) on the training split at the middle block, saves it in the run's SAE folder (under
-``--runs``: the shipped run is read-only), measures its health on the validation split, the
-ground-truth comparison with the layer's channels, and the time a feature page takes once the
-SAE's statistics are computed (median of 3; feature maps of 12 top and 12 quantile images,
-the steering of one sample, nearest channels, co-firing). Prints a table, then one JSON line
-with ``train_s`` and ``feature_page_s``.
+Usage: ``python bench/sae.py [--layer block2] [--runs /tmp/runs-bench] [--threads N]``.
+Trains the default SAE (:class:`core.dictionary.train.TrainOptions`: BatchTopK, k 16, 8x
+width, 500 steps of 2,048 tokens) on the training split at the middle block, saves it in the
+run's SAE folder (under ``--runs``: the shipped run is read-only), measures its health on the
+validation split, the ground-truth comparison with the layer's channels, and the time a
+feature page takes once the SAE's statistics are computed (median of 3; feature maps of 12 top
+and 12 quantile images, the steering of one sample, nearest channels, co-firing). Prints a
+table, then one JSON line with ``train_s`` and ``feature_page_s``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -56,7 +57,10 @@ def main() -> None:
     parser.add_argument("--run", default="cnn-shapes")
     parser.add_argument("--layer", default="", help="default: the middle block")
     parser.add_argument("--runs", default="/tmp/runs-bench-sae", help="user runs root")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     os.environ["LAYERSCOPE_RUNS"] = args.runs
     run = load_run(args.run)
     train, val = split(run, "train"), split(run, "val")
