@@ -153,6 +153,7 @@ FAMILIES = (
     "attributions",
     "training",
     "audit",
+    "dictionary",
 )
 """The family folders of ``core`` that hold analyses."""
 

@@ -363,3 +363,44 @@ def audit_report(name: str, make: bool) -> tuple[bytes, bytes] | None:
         return audit_files(name, loaded=loaded_run(name), progress=progress)
 
     return computed(_REPORTS, key, compute, "Audit report", expected=60.0)
+
+
+# --- dictionary features (sparse autoencoders) -------------------------------------------------
+
+_SAE_TRUTH: Results[Any] = Results("sae-ground-truth", 16)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _sae_params(folder: str, mtime: float) -> Any:
+    from core.dictionary.store import load_sae
+
+    return load_sae(folder)
+
+
+def sae_params(name: str, sae: str) -> Any:
+    """The saved SAE ``sae`` of run ``name`` (:class:`core.dictionary.sae.SAEParams`)."""
+    from core.dictionary.store import sae_folder
+
+    folder = sae_folder(name, sae)
+    return _sae_params(str(folder), (folder / "cfg.json").stat().st_mtime)
+
+
+def sae_ground_truth(name: str, sae: str) -> Any:
+    """The SAE's features against the layer's channels as detectors of the run's factors and
+    classes, on the validation split (from the cached statistics of both)."""
+    from core.dictionary.features import HEALTH_INPUTS, FeatureStatsOptions
+    from core.dictionary.ground_truth import compare
+    from core.feature_maps.top_examples import ChannelStatsOptions
+
+    stats = analysis(name, "dictionary.features", HEALTH_INPUTS, FeatureStatsOptions(name, sae))
+    options = ChannelStatsOptions(layer=stats.stats.layer)
+    channels = analysis(name, "feature_maps.channel_stats", HEALTH_INPUTS, options)
+    val = batch(name, HEALTH_INPUTS)
+
+    def compute(_progress: Progress) -> Any:
+        return compare(
+            stats.stats.maxima, channels.maxima, val.labels, val.factors, val.class_names
+        )
+
+    key = (name, run_mtime(name), sae)
+    return computed(_SAE_TRUTH, key, compute, "Comparing features with channels")

@@ -25,6 +25,7 @@ PAGES = (
     ("pages/attributions.py", "Attributions", ":material/my_location:"),
     ("pages/training.py", "Training", ":material/timeline:"),
     ("pages/audit.py", "Audit", ":material/fact_check:"),
+    ("pages/features.py", "Features", ":material/hub:"),
 )
 """Every page: script, title, icon. The first is the default (``/``); the others are served at
 their file's stem (``/feature_maps``)."""

@@ -61,6 +61,7 @@ class FeatureVisOptions:
     parameterisation: Parameterisation = "fourier"  # scaled spectrum, or raw pixels
     decorrelate: bool = True  # optimise in a decorrelated colour space (3-channel inputs only)
     seed: int = 0  # the start image and the random transformations
+    direction: tuple[float, ...] = ()  # not empty: excite this direction of the channels instead
 
 
 @dataclass(frozen=True)
@@ -165,10 +166,20 @@ def _random_transform(
     return F.grid_sample(image, grid, padding_mode="reflection", align_corners=False)
 
 
-def _channel_mean(output: torch.Tensor, channel: int, layer: str) -> torch.Tensor:
+def _channel_mean(
+    output: torch.Tensor, channel: int, layer: str, direction: tuple[float, ...] = ()
+) -> torch.Tensor:
     """The mean of one channel of a layer's batch output (``[N, C, ...]``, or tokens
-    ``[N, T, D]`` with ``channel`` indexing ``D``)."""
+    ``[N, T, D]`` with ``channel`` indexing ``D``); with a ``direction`` (``C`` numbers, e.g.
+    an SAE feature's), the mean over positions of the channel vectors' projection on it."""
     units = output.transpose(1, 2) if output.ndim == 3 else output
+    if direction:
+        if len(direction) != units.shape[1]:
+            raise ValueError(
+                f"The direction has {len(direction)} values; {layer} has {units.shape[1]} channels."
+            )
+        weights = torch.tensor(direction, dtype=units.dtype, device=units.device)
+        return torch.einsum("nc...,c->n...", units, weights).mean()
     check_channel(units.shape[1], channel, layer)
     return units[:, channel].mean()
 
@@ -217,7 +228,8 @@ def feature_vis(
     pre_activation = isinstance(get_module(model, layer), _RECTIFIERS)
 
     def activation(x: torch.Tensor, before: bool = False) -> torch.Tensor:
-        return _channel_mean(layer_output(model, x, layer, before=before), channel, layer)
+        output = layer_output(model, x, layer, before=before)
+        return _channel_mean(output, channel, layer, options.direction)
 
     with torch.no_grad():
         start = float(activation(image()))
