@@ -9,7 +9,7 @@ ADDRESS ?= 127.0.0.1
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,ray]'
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

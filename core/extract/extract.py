@@ -214,7 +214,7 @@ def extract(
     manifest = {
         "run": info.name,
         "run_hash": state_dict_hash(state),
-        "dataset": {**source, "name": dataset.info.name},
+        "dataset": {**source, "name": dataset.info.name, "data": data},
         "dataset_hash": dataset_hash(dataset.images, dataset.labels),
         "class_names": list(dataset.info.class_names),
         "input_shape": list(info.input_shape),

@@ -65,3 +65,23 @@ def dataset_hash(images: np.ndarray, labels: np.ndarray, block: int = 4096) -> s
         digest.update(np.ascontiguousarray(images[start : start + block]).tobytes())
     digest.update(np.asarray(labels, dtype=np.int64).tobytes())
     return digest.hexdigest()
+
+
+def store_dataset(manifest: dict[str, Any]) -> Dataset | None:
+    """The images a store describes, loaded again from its manifest (``None``: they were given
+    in memory and cannot be reloaded).
+
+    Raises:
+        ValueError: the reloaded images differ from the ones extracted (their hash).
+    """
+    from core.models.runs import find_run, read_run
+
+    source = manifest["dataset"]
+    if source.get("source") == "given":
+        return None
+    info = read_run(find_run(manifest["run"]))
+    data = source.get("data")
+    dataset, _ = load_source(data, info, source["n"] if data else None, source["seed"])
+    if dataset_hash(dataset.images, dataset.labels) != manifest["dataset_hash"]:
+        raise ValueError(f"The images of {source['source']} changed since the extraction.")
+    return dataset

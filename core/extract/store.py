@@ -22,12 +22,14 @@ returns the bytes); a store made for another run, dataset or layer list is refus
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import platformdirs
 
 from core.files import read_json, write_json
 
@@ -280,3 +282,15 @@ class ActivationStore:
         """Bytes on disk of one array's folder (or the whole store)."""
         root = self.path / array if array else self.path
         return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def stores_root() -> Path:
+    """Where the app looks for stores: ``$LAYERSCOPE_STORES`` or the per-user data folder."""
+    env = os.environ.get("LAYERSCOPE_STORES")
+    return Path(env) if env else Path(platformdirs.user_data_dir("layerscope")) / "stores"
+
+
+def list_stores(root: Path | None = None) -> list[Path]:
+    """Store folders directly under ``root`` (default :func:`stores_root`), by name."""
+    root = root or stores_root()
+    return sorted(p.parent for p in root.glob(f"*/{MANIFEST}")) if root.is_dir() else []
