@@ -142,7 +142,7 @@ def register(
     return decorate
 
 
-FAMILIES = ("models", "feature_maps", "projections", "attention", "attributions")
+FAMILIES = ("models", "feature_maps", "projections", "attention", "attributions", "extract")
 """The family folders of ``core`` that hold analyses."""
 
 

@@ -3,7 +3,8 @@
 A WebGL scatter holds about 50,000 points before a browser slows down (and a million points
 are ~40 MB of JSON). Above :data:`DENSITY_THRESHOLD` a map is drawn as an image instead:
 datashader counts the points of each class per pixel and blends the classes' colours, with
-the brightness histogram-equalised so sparse regions stay visible. For clicking, the map is
+the brightness histogram-equalised and each pixel spread to its neighbours so sparse
+regions stay visible. For clicking, the map is
 also cut into a :data:`GRID` x :data:`GRID` grid; each occupied cell is one marker at its
 points' mean position, and :func:`nearest_points` gives the samples nearest to it.
 
@@ -81,7 +82,7 @@ def density_map(
     )
     canvas = ds.Canvas(plot_width=width, plot_height=height, x_range=x_range, y_range=y_range)
     counts = canvas.points(frame, "x", "y", ds.count_cat("label"))
-    shaded = tf.shade(counts, color_key=list(colours), how="eq_hist", min_alpha=60)
+    shaded = tf.spread(tf.shade(counts, color_key=list(colours), how="eq_hist", min_alpha=90), px=1)
     image = np.asarray(shaded.to_pil().convert("RGBA"))
     cx = np.clip(((coords[:, 0] - x_range[0]) / (x_range[1] - x_range[0]) * GRID), 0, GRID - 1)
     cy = np.clip(((coords[:, 1] - y_range[0]) / (y_range[1] - y_range[0]) * GRID), 0, GRID - 1)
