@@ -154,6 +154,7 @@ FAMILIES = (
     "training",
     "audit",
     "dictionary",
+    "extract",
 )
 """The family folders of ``core`` that hold analyses."""
 

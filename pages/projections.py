@@ -16,6 +16,7 @@ VIEWS = {
     "Map": views.map_view,
     "Across depth": views.depth_view,
     "Layer report card": views.report_view,
+    "Store": views.store_view,
 }
 
 selection = state.require_selection()

@@ -29,8 +29,14 @@ def served_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def served_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served app's (empty) activation stores root (``LAYERSCOPE_STORES``)."""
+    return tmp_path_factory.mktemp("served-stores")
+
+
+@pytest.fixture(scope="session")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, served_runs: Path
+    tmp_path_factory: pytest.TempPathFactory, served_runs: Path, served_stores: Path
 ) -> Iterator[tuple[str, float]]:
     """The app served on a free localhost port; yields its URL and seconds until healthy."""
     from ui.serve import free_port, launch
@@ -39,6 +45,7 @@ def server(
     env = {
         "LAYERSCOPE_RUNS": str(served_runs),
         "LAYERSCOPE_DATA": str(tmp_path_factory.mktemp("served-data")),
+        "LAYERSCOPE_STORES": str(served_stores),
     }
     started = time.perf_counter()
     log = (tmp_path_factory.mktemp("server-log") / "server.log").open("wb")

@@ -22,7 +22,9 @@ from core.activations import LayerInfo, list_layers
 from core.analysis import Batch, Compatibility, Inputs, get
 from core.attention import sites as attention_sites
 from core.data import uploads
-from core.data.datasets import stratified_sample
+from core.data.datasets import Dataset, stratified_sample
+from core.extract import sources
+from core.extract.store import MANIFEST, ActivationStore, stores_root
 from core.feature_maps import maps as fmaps
 from core.feature_maps.pca_colour import PcaColours, apply_basis
 from core.models import precompute as pre
@@ -30,6 +32,8 @@ from core.models import runs
 from core.models.evaluation import Predictions, predict
 from core.models.runs import LoadedRun, RunInfo
 from core.projections import fits as proj
+from core.projections.density import DensityMap, density_map
+from core.projections.large import LargeProjection, project_store
 from core.training import recipes as training
 from ui.progress import Progress, Results, computed
 
@@ -404,3 +408,56 @@ def sae_ground_truth(name: str, sae: str) -> Any:
 
     key = (name, run_mtime(name), sae)
     return computed(_SAE_TRUTH, key, compute, "Comparing features with channels")
+
+
+# --- activation stores (issue 17) ---------------------------------------------------------------
+
+_STORE_MAPS: Results = Results("store maps", max_entries=8)
+
+
+def _store_path(name: str) -> str:
+    return str(stores_root() / name)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _opened_store(path: str, mtime: float) -> ActivationStore:
+    return ActivationStore.open(path)
+
+
+def opened_store(name: str) -> ActivationStore:
+    """The store called ``name`` under :func:`core.extract.store.stores_root` (reopened when
+    its manifest changes)."""
+    path = _store_path(name)
+    return _opened_store(path, (stores_root() / name / MANIFEST).stat().st_mtime)
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the labels…")
+def store_labels(name: str, mtime: float) -> np.ndarray:
+    """``[N]`` labels of a store, verified."""
+    return opened_store(name).read("labels")
+
+
+def store_projection(name: str, layer: str, method: str) -> LargeProjection:
+    """A store's map of ``layer`` (kept in the store; else fitted with a progress bar)."""
+    store = opened_store(name)
+    key = (store.path, store.manifest["dataset_hash"], layer, method)
+    label = f"{method} of {layer} ({store.n:,} points)"
+    return computed(
+        _STORE_MAPS, key, lambda progress: project_store(store, layer, method, progress=progress),
+        label,
+    )  # fmt: skip
+
+
+@st.cache_data(max_entries=8, show_spinner="Drawing the density map…")
+def store_density(
+    name: str, layer: str, method: str, colours: tuple[str, ...], mtime: float
+) -> DensityMap:
+    """The density image of :func:`store_projection`, coloured by label."""
+    coords = store_projection(name, layer, method).coords
+    return density_map(coords, store_labels(name, mtime), colours)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the store's images…")
+def store_dataset(name: str, mtime: float) -> Dataset | None:
+    """The images a store describes, reloaded and checked against its dataset hash."""
+    return sources.store_dataset(opened_store(name).manifest)

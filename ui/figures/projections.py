@@ -11,10 +11,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from PIL import Image
+from plotly.colors import qualitative, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from core.data.datasets import named_colours
+from core.projections.density import DensityMap
 from ui.figures.common import COLOUR_BAR
 
 PALETTE = qualitative.Plotly + qualitative.Set2 + qualitative.Pastel1
@@ -352,5 +354,59 @@ def label_histogram(
         margin=dict(l=8, r=8, t=8, b=8),
         legend=dict(orientation="h", y=1.02, yanchor="bottom"),
         yaxis_title="samples",
+    )
+    return fig
+
+
+def hex_colour(colour: str) -> str:
+    """A plotly colour (``#rrggbb`` or ``rgb(r, g, b)``) as ``#rrggbb`` (datashader's form)."""
+    if colour.startswith("#"):
+        return colour
+    r, g, b = (round(float(c)) for c in unlabel_rgb(colour))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def density_figure(
+    dmap: DensityMap, categories: Sequence[str], colours: Sequence[str], title: str = ""
+) -> go.Figure:
+    """A server-rendered density image of a large map, with one clickable marker per occupied
+    cell (``customdata``: the cell's position in ``dmap.cell_xy``) and a legend of classes."""
+    (x0, x1), (y0, y1) = dmap.x_range, dmap.y_range
+    fig = go.Figure()
+    for code, name in enumerate(categories):
+        marker = dict(color=colours[code], size=9, symbol="square")
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=str(name), marker=marker))
+    text = [
+        f"{count:,} points here · mostly {categories[label]} · click for the nearest"
+        for count, label in zip(dmap.cell_count, dmap.cell_label, strict=True)
+    ]
+    fig.add_trace(
+        go.Scattergl(
+            x=dmap.cell_xy[:, 0],
+            y=dmap.cell_xy[:, 1],
+            mode="markers",
+            name="cells",
+            showlegend=False,
+            customdata=np.arange(len(dmap.cell_xy)),
+            text=text,
+            hovertemplate="%{text}<extra></extra>",
+            marker=dict(size=7, color="rgba(0,0,0,0.02)"),
+        )
+    )
+    fig.add_layout_image(
+        source=Image.fromarray(dmap.image),
+        xref="x", yref="y", x=x0, y=y1, sizex=x1 - x0, sizey=y1 - y0,
+        sizing="stretch", layer="below",
+    )  # fmt: skip
+    fig.update_xaxes(visible=False, range=[x0, x1])
+    fig.update_yaxes(visible=False, range=[y0, y1])
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=14)) if title else None,
+        height=560,
+        margin=dict(l=8, r=8, t=40 if title else 8, b=8),
+        plot_bgcolor="white",
+        clickmode="event+select",
+        dragmode="select",
+        legend=dict(title="true label", itemsizing="constant"),
     )
     return fig

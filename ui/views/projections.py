@@ -15,9 +15,12 @@ import pandas as pd
 import streamlit as st
 
 from core.activations import INPUT
+from core.extract.store import list_stores, stores_root
 from core.models import precompute as pre
 from core.models.runs import LoadedRun
+from core.projections.density import DENSITY_THRESHOLD, nearest_points
 from core.projections.fits import METHODS
+from core.projections.large import LARGE_METHODS
 from core.projections.report_card import LABEL, LayerReport, default_layer
 from ui import cache, exports, fits, state
 from ui.figures import projections as figs
@@ -352,3 +355,75 @@ def report_view(name: str, run: LoadedRun) -> None:
             file_name=f"{name}_report_card.csv",
             key="card_csv",
         )
+
+
+def _store_selection(chart_key: str, fig_data: tuple) -> list[int]:
+    """Positions (``customdata``) of the chart's current selection."""
+    return _selected_positions(st.session_state.get(chart_key), fig_data)
+
+
+def store_view(name: str, run: LoadedRun) -> None:
+    """An activation store's map: every point, as a density image above the threshold."""
+    stores = [p.name for p in list_stores()]
+    if not stores:
+        st.info(
+            f"No activation stores in `{stores_root()}` (set `LAYERSCOPE_STORES` to look "
+            f"elsewhere). Extract one with `python -m core.extract {name} --data shapes "
+            f"--n 100000 --layers <layer> --out {stores_root()}/<name>`."
+        )
+        return
+    c1, c2, c3 = st.columns([2.2, 3, 1.6])
+    chosen = c1.selectbox("Store", stores, key="store", **state.VIEW)
+    store = cache.opened_store(chosen)
+    layers = list(dict.fromkeys(s.name for s in store.layers))
+    layer = c2.selectbox("Layer", layers, key="store_layer", **state.VIEW)
+    if layer not in layers:
+        layer = layers[0]
+    method = (
+        c3.segmented_control(
+            "Method", LARGE_METHODS, default="UMAP", key="store_method", **state.VIEW
+        )
+        or "UMAP"
+    )
+    mtime = (store.path / "manifest.json").stat().st_mtime
+    result = cache.store_projection(chosen, layer, method)
+    labels = cache.store_labels(chosen, mtime)
+    classes = store.class_names
+    colours = [figs.hex_colour(c) for c in figs.category_colours(classes)]
+    title = f"{method} · {layer} · {store.n:,} points"
+    if store.n > DENSITY_THRESHOLD:
+        dmap = cache.store_density(chosen, layer, method, tuple(colours), mtime)
+        fig = figs.density_figure(dmap, classes, colours, title)
+        drawn = f"Density image of all {store.n:,} points (drawn on the server; click a spot)"
+    else:
+        hover = [f"sample {i} · {classes[t]}" for i, t in enumerate(labels)]
+        mask = np.zeros(store.n, bool)
+        fig = figs.point_map(result.coords, labels, classes, hover, mask, title, "true label")
+        drawn = f"All {store.n:,} points (WebGL; box or lasso select)"
+    st.plotly_chart(
+        fig,
+        config=PLOTLY_CONFIG,
+        key="store_chart",
+        on_select="rerun",
+        selection_mode=("points", "box", "lasso"),
+    )
+    st.caption(f"{drawn} · {result.describe()} · seed 0, reproducible.")
+    picked = _store_selection("store_chart", tuple(fig.data))
+    if not picked:
+        return
+    if store.n > DENSITY_THRESHOLD:
+        rows = nearest_points(result.coords, dmap.cell_xy[picked], GALLERY_MAX // len(picked) + 1)
+    else:
+        rows = np.array(picked, dtype=np.int64)
+    rows = rows[:GALLERY_MAX]
+    ids = store.read("ids", rows)
+    st.subheader(f"Nearest points · {len(rows)} of {store.n:,}")
+    dataset = cache.store_dataset(chosen, mtime)
+    if dataset is None:
+        st.info("This store's images were given in memory and cannot be shown.")
+        return
+    st.image(
+        [nearest_upscale(dataset.images[i], 152) for i in ids],
+        caption=[f"#{i} · {classes[dataset.labels[i]]}" for i in ids],
+        width=76,
+    )
