@@ -64,3 +64,16 @@ def test_scrub_change_layer_visit_another_page_and_come_back(
     assert chosen(page, "Layer to project") == "block2.pool"
     shot(page, "journey-training-back")
     assert not exceptions(page), exceptions(page)
+
+
+def test_the_grids_and_galleries_render(server: tuple[str, float], browser: object) -> None:
+    url, _ = server
+    page = open_url(browser, f"{url}/training?run=cnn-shapes&ckpt=1", "journey-training-ckpt1")
+    for view, name in (("Layers × checkpoints", "grids"), ("Samples", "samples")):
+        page.get_by_test_id("stMain").get_by_text(view, exact=True).click()
+        page.wait_for_timeout(800)
+        settle(page)
+        page.get_by_test_id("stMain").locator(".js-plotly-plot").nth(1).wait_for()
+        shot(page, f"journey-training-{name}")
+        assert not exceptions(page), exceptions(page)
+    assert location(page)[1].get("ckpt") == "1"
