@@ -50,6 +50,9 @@ def test_train_an_sae_then_every_tab_and_delete() -> None:
     assert any("prediction goes from" in c.value or "silent" in c.value for c in at.caption)
     at.select_slider(key="fe_factor").set_value(4.0).run()
     assert not at.exception, at.exception
+    at.button(key="fe_vis_go").click().run()
+    assert not at.exception, at.exception
+    assert any(m.label == "Projection on the direction" for m in at.metric)
     show_tab(at, "This image")
     assert any("features fire somewhere" in c.value for c in at.caption)
     show_tab(at, "Ground truth")
