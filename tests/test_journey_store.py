@@ -63,7 +63,9 @@ def test_open_a_store_see_the_density_map_and_select_through(
     heading.wait_for(timeout=120_000)
     settle(page)
     heading.scroll_into_view_if_needed()
+    gallery = page.locator("[data-testid='stMain'] img")
+    gallery.nth(7).wait_for()  # the images load from the media endpoint after the script ends
+    page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "journey-store-click.png"))
     assert not exceptions(page), exceptions(page)
-    images = page.get_by_test_id("stImage")
-    assert images.count() >= 8
+    assert gallery.count() >= 8
