@@ -1,5 +1,5 @@
 """Journey: a researcher opens an activation store of 60,000 images on the projections page,
-sees a density map of every point, clicks the densest spot and sees the nearest images.
+sees a density map of every point, box-selects the densest spot and sees the nearest images.
 
 The store is extracted (mlp-digits over 8x8 ``shapes``: quick) and its map fitted before the
 browser opens it, as ``python -m core.extract`` and a first visit would leave it. Screenshots:
@@ -18,7 +18,7 @@ from core.projections.density import density_map
 from core.projections.large import project_store
 from ui.figures.projections import category_colours, hex_colour
 
-from browser_support import CHROMIUM, exceptions, open_url, settle, shot
+from browser_support import ARTIFACTS, CHROMIUM, exceptions, open_url, settle
 
 pytestmark = [
     pytest.mark.browser,
@@ -39,7 +39,7 @@ def stored_map(served_stores: Path):
     return density_map(result.coords, store.read("labels"), colours)
 
 
-def test_open_a_store_see_the_density_map_and_click_through(
+def test_open_a_store_see_the_density_map_and_select_through(
     server: tuple[str, float], browser: object, stored_map
 ) -> None:
     url, _ = server
@@ -53,13 +53,19 @@ def test_open_a_store_see_the_density_map_and_click_through(
     cx, cy = stored_map.cell_xy[densest]
     (x0, x1), (y0, y1) = stored_map.x_range, stored_map.y_range
     area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
-    page.mouse.click(
-        float(area["x"] + (cx - x0) / (x1 - x0) * area["width"]),
-        float(area["y"] + (y1 - cy) / (y1 - y0) * area["height"]),
-    )
-    page.get_by_text("Nearest points").wait_for(timeout=120_000)
+    px = float(area["x"] + (cx - x0) / (x1 - x0) * area["width"])
+    py = float(area["y"] + (y1 - cy) / (y1 - y0) * area["height"])
+    page.mouse.move(px - 12, py - 12)  # a small box around the densest cell
+    page.mouse.down()
+    page.mouse.move(px + 12, py + 12, steps=6)
+    page.mouse.up()
+    heading = page.get_by_text("Nearest points ·")
+    heading.wait_for(timeout=120_000)
     settle(page)
-    shot(page, "journey-store-click")
+    heading.scroll_into_view_if_needed()
+    gallery = page.locator("[data-testid='stMain'] img")
+    gallery.nth(7).wait_for()  # the images load from the media endpoint after the script ends
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "journey-store-click.png"))
     assert not exceptions(page), exceptions(page)
-    images = page.get_by_test_id("stImage")
-    assert images.count() >= 8
+    assert gallery.count() >= 8

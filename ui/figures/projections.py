@@ -377,7 +377,7 @@ def density_figure(
         marker = dict(color=colours[code], size=9, symbol="square")
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=str(name), marker=marker))
     text = [
-        f"{count:,} points here · mostly {categories[label]} · click for the nearest"
+        f"{count:,} points here · mostly {categories[label]} · select to see the nearest"
         for count, label in zip(dmap.cell_count, dmap.cell_label, strict=True)
     ]
     fig.add_trace(

@@ -394,7 +394,10 @@ def store_view(name: str, run: LoadedRun) -> None:
     if store.n > DENSITY_THRESHOLD:
         dmap = cache.store_density(chosen, layer, method, tuple(colours), mtime)
         fig = figs.density_figure(dmap, classes, colours, title)
-        drawn = f"Density image of all {store.n:,} points (drawn on the server; click a spot)"
+        drawn = (
+            f"Density image of all {store.n:,} points (drawn on the server; box or lasso "
+            "select a spot to see the images nearest to it)"
+        )
     else:
         hover = [f"sample {i} · {classes[t]}" for i, t in enumerate(labels)]
         mask = np.zeros(store.n, bool)
