@@ -6,7 +6,7 @@ The HTML opens offline: plotly's JavaScript is inlined once in the head and each
 same audit gives the same bytes (chart ids are numbered, zip members carry a fixed date and
 come in a fixed order), so two runs of ``python -m core.audit`` can be compared byte for byte.
 
-The charts are :mod:`ui.figures.audit`'s (plain plotly, no streamlit), so the report and the
+The charts are :mod:`core.audit.figures`'s (plain plotly, no streamlit), so the report and the
 page draw the same figures. What can go wrong: an unwritable ``out`` folder raises ``OSError``;
 nothing half-written is left (:func:`core.files.write_bytes` is atomic).
 """
@@ -100,7 +100,7 @@ def _table_html(table: Table) -> str:
 
 
 def _figures(section: Section) -> list[Any]:
-    from ui.figures import audit as figures
+    from core.audit import figures
 
     data = section.data
     if section.key == "accuracy":

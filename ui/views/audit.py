@@ -1,7 +1,7 @@
 """The audit page's views: the shortcut check, slices, a concept test, and the report files.
 
 Why it exists: the page is layout only; each view draws its widgets, asks ``ui.cache`` for a
-registered ``audit.*`` analysis (or the whole report) and draws :mod:`ui.figures.audit`'s
+registered ``audit.*`` analysis (or the whole report) and draws :mod:`core.audit.figures`'s
 figures. What can go wrong: a dataset without factors has no free concepts (the view says so);
 a concept or class without images raises ``ValueError`` in ``core``, shown as a message.
 """
@@ -13,8 +13,8 @@ import streamlit as st
 
 from core.analysis import Inputs
 from core.audit.concepts import CONCEPT_METHODS, ConceptOptions
+from core.audit.figures import concept_chart, slice_chart
 from ui import cache, state
-from ui.figures.audit import concept_chart, slice_chart
 from ui.figures.common import PLOTLY_CONFIG
 
 SPLITS = {"test": "test split", "val": "validation split"}
