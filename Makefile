@@ -33,7 +33,7 @@ test: $(STAMP) system-deps
 
 # Retrains the shipped runs and stores their first views' results; RESULTS_ONLY=1: results only.
 assets: $(STAMP)
-	$(VENV)/bin/python -m core.models.shipped $(if $(RESULTS_ONLY),--results)
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m core.models.shipped $(if $(RESULTS_ONLY),--results)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/run_all.py

@@ -1,13 +1,13 @@
 """The runs that ship in ``assets/runs``, and the command that regenerates them exactly.
 
 ``python -m core.models.shipped [names]`` retrains each from its config on the CPU
-(deterministic: the weights hash comes out the same), replaces the folder, and stores the
+(deterministic for a given thread count: ``make assets`` runs it with ``OMP_NUM_THREADS=1``, so
+the weights hash comes out the same on any machine), replaces the folder, and stores the
 results its first views need in the folder's ``results/``
 (:func:`core.models.precompute.precompute_run`), so that no view of a shipped run computes for
 long on first open. ``python -m core.models.shipped --results [names]`` recomputes only those
-results, for the weights already there. Per-epoch checkpoints are
-float16, and a run in :data:`KEEP_EPOCHS` keeps only a few; with their results, all the runs
-stay under 10 MB.
+results, for the weights already there. Checkpoints are float16, and a run in
+:data:`KEEP_CHECKPOINTS` keeps only a few; with their results, all the runs stay under 10 MB.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.models.runs import SHIPPED_RUNS, LoadedRun
+from core.models.runs import SHIPPED_RUNS, LoadedRun, list_checkpoints, read_run
 from core.models.train import TrainConfig, train
 
 SHIPPED_CONFIGS = {
@@ -39,8 +39,6 @@ SHIPPED_CONFIGS = {
         model="cnn", dataset="shapes", epochs=4, device="cpu", shortcut="colour=0.95"
     ),
 }
-NO_CHECKPOINTS = ("cnn-shapes-shortcut",)
-"""Shipped runs kept without per-epoch checkpoints (their final weights only), to save space."""
 
 
 MAP_LAYERS = {"cnn-shapes": "all", "mlp-digits": "all", "vit-shapes": "blocks"}
@@ -50,16 +48,19 @@ a layer), or only the transformer ``blocks``' outputs (to save space on a deep V
 
 TRAINING_RESULTS = ("cnn-shapes",)
 """Runs whose Training page grids ship (the others' are computed on first open)."""
-KEEP_EPOCHS = {"vit-shapes": (1, 2, 4)}
-"""Per-epoch checkpoints a run ships besides its final weights (the others are deleted to fit
-the assets budget); a run not named here keeps every epoch."""
+KEEP_CHECKPOINTS: dict[str, tuple[float, ...]] = {
+    "vit-shapes": (0, 0.125, 0.25, 0.5, 1, 2, 4),
+    "cnn-shapes-shortcut": (),
+}
+"""The checkpoints (fractional epochs) a run ships besides its final weights; the others are
+deleted to fit the assets budget. A run not named here keeps every checkpoint."""
 
 
-def prune_checkpoints(run: Path, keep: tuple[int, ...]) -> None:
-    """Deletes the run's per-epoch checkpoints except the epochs ``keep``."""
-    for path in sorted((run / "checkpoints").glob("epoch_*.safetensors")):
-        if int(path.stem.removeprefix("epoch_")) not in keep:
-            path.unlink()
+def prune_checkpoints(run: Path, keep: tuple[float, ...]) -> None:
+    """Deletes the run's checkpoints except those at the epochs ``keep``."""
+    for checkpoint in list_checkpoints(read_run(run)):
+        if checkpoint.epoch not in keep:
+            checkpoint.path.unlink()
 
 
 def _map_layers(run: LoadedRun, which: str) -> list[str]:
@@ -110,12 +111,10 @@ def regenerate(names: list[str] | None = None, target: Path = SHIPPED_RUNS) -> l
             path = train(SHIPPED_CONFIGS[name], name=name, runs_root=tmp)
             assert path is not None
             shutil.rmtree(target / name, ignore_errors=True)
-            if name in NO_CHECKPOINTS:
-                shutil.rmtree(path / "checkpoints")
             target.mkdir(parents=True, exist_ok=True)
             done.append(Path(shutil.copytree(path, target / name)))
-        if name in KEEP_EPOCHS:
-            prune_checkpoints(target / name, KEEP_EPOCHS[name])
+        if name in KEEP_CHECKPOINTS:
+            prune_checkpoints(target / name, KEEP_CHECKPOINTS[name])
         print(f"{name}: regenerated in {target / name}")
         precompute_results([name], target)
     return done
