@@ -49,7 +49,7 @@ a layer), or only the transformer ``blocks``' outputs (to save space on a deep V
 TRAINING_RESULTS = ("cnn-shapes",)
 """Runs whose Training page grids ship (the others' are computed on first open)."""
 KEEP_CHECKPOINTS: dict[str, tuple[float, ...]] = {
-    "vit-shapes": (0, 0.125, 0.25, 0.5, 1, 2, 4),
+    "vit-shapes": (0, 0.5, 1, 2, 4),
     "cnn-shapes-shortcut": (),
 }
 """The checkpoints (fractional epochs) a run ships besides its final weights; the others are
