@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,25 +29,32 @@ async def visit(port: int, student: str, page: str = "", query: str = "") -> str
         await tab.close()
 
 
+def opened(port: int, student: str, page: str = "", query: str = "") -> str:
+    """:func:`visit` on a thread of its own: the browser tests' Playwright keeps an event loop
+    running on this one, where ``asyncio.run`` refuses to start another."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, visit(port, student, page, query)).result()
+
+
 def test_sticky_sessions_and_a_dead_process(tmp_path: Path) -> None:
     cluster = Cluster(2, free_port(), env={"LAYERSCOPE_RUNS": str(tmp_path)})
     try:
         students = [f"student-{i}" for i in range(6)]
         for student in students:
-            assert asyncio.run(visit(cluster.port, student)) == "ok"
+            assert opened(cluster.port, student) == "ok"
         homes = {s: cluster.backend_of(s) for s in students}
         assert set(homes.values()) == set(cluster.backends)  # both processes serve someone
-        assert asyncio.run(visit(cluster.port, "student-0", "projections")) == "ok"
+        assert opened(cluster.port, "student-0", "projections") == "ok"
         assert cluster.backend_of("student-0") == homes["student-0"]  # sticky
 
         victim = cluster.backends.index(homes["student-0"])
         cluster.servers[victim].kill()
         cluster.servers[victim].wait(10)
         query = "run=cnn-shapes&sample=3"
-        assert asyncio.run(visit(cluster.port, "student-0", "projections", query)) == "ok"
+        assert opened(cluster.port, "student-0", "projections", query) == "ok"
         survivor = cluster.backends[1 - victim]
         assert cluster.backend_of("student-0") == survivor  # reconnected to the other one
         others = [s for s in students if homes[s] == survivor]
-        assert all(asyncio.run(visit(cluster.port, s)) == "ok" for s in others[:2])
+        assert all(opened(cluster.port, s) == "ok" for s in others[:2])
     finally:
         cluster.stop()

@@ -33,9 +33,15 @@ HEAD_COLOURS = qualitative.Dark24
 
 
 def _overlay_traces(image: np.ndarray, heat: np.ndarray, zmax: float) -> tuple[Any, ...]:
-    """The grey input and the attention heatmap over it, ready to add to any subplot."""
+    """The input and the attention heatmap over it, ready to add to any subplot."""
     fig = overlay_figure(
-        image, heat, colorscale=ATTENTION_SCALE, zmid=None, zmax=zmax or 1.0, opacity=1.0
+        image,
+        heat,
+        colorscale=ATTENTION_SCALE,
+        zmid=None,
+        zmax=zmax or 1.0,
+        opacity=1.0,
+        in_colour=True,
     )
     fig.data[1].update(zmin=0, hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>")
     return fig.data

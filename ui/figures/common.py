@@ -76,12 +76,15 @@ def overlay_figure(
     opacity: float = 0.6,
     height: int = 260,
     colorbar: dict | None = None,
+    in_colour: bool = False,
 ) -> go.Figure:
-    """A heatmap ``[H, W]`` over an image ``[C, H, W]`` of the same size (grey underneath).
+    """A heatmap ``[H, W]`` over an image ``[C, H, W]`` of the same size.
 
     ``colorbar``: the heatmap's colour bar settings (shown), or ``None`` for no colour bar.
+    ``in_colour``: the image underneath in its own colours (where the object is told apart by
+    its colour, as in ``shapes`` on a noisy background), else grey.
     """
-    fig = go.Figure(go.Image(z=grey_rgb(image)))
+    fig = go.Figure(go.Image(z=to_rgb_uint8(image) if in_colour else grey_rgb(image)))
     limit = zmax if zmax is not None else float(np.nanmax(np.abs(heat))) or 1.0
     fig.add_trace(
         go.Heatmap(
