@@ -28,10 +28,10 @@ else
 	$(VENV)/bin/python -m ui.proxy --workers $(WORKERS) --address $(ADDRESS) --port $(PORT)
 endif
 
-# Three test processes, whole files each: the browser tests mostly wait on the app, so on two
-# cores three at once finish sooner than one (each process serves its own app for its tests).
+# Two test processes, whole files each (each serves its own app for its browser tests): the
+# browser tests wait on the app much of the time, so the two overlap.
 test: $(STAMP) system-deps
-	$(VENV)/bin/python -m pytest -n 3 --dist loadfile
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
 
 # Retrains the shipped runs and stores their first views' results; RESULTS_ONLY=1: results only.
 assets: $(STAMP)

@@ -39,7 +39,7 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, served_runs: Path, served_stores: Path
 ) -> Iterator[tuple[str, float]]:
     """The app served on a free localhost port; yields its URL and seconds until healthy."""
-    from ui.serve import free_port, launch
+    from ui.serve import free_port, launch, stop
 
     port = free_port()
     env = {
@@ -53,8 +53,7 @@ def server(
     try:
         yield f"http://127.0.0.1:{port}", time.perf_counter() - started
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        stop(process)
         log.close()
 
 

@@ -120,9 +120,19 @@ def launch(
                 return server
         except OSError:
             time.sleep(0.25)
-    server.terminate()
-    server.wait(timeout=20)
+    stop(server)
     raise RuntimeError(f"The app did not become healthy on port {port} within {timeout:.0f} s.")
+
+
+def stop(server: subprocess.Popen, grace: float = 20) -> None:
+    """Stops a server: asks it to end, and kills it when it has not within ``grace`` seconds
+    (a loaded machine can take that long to unwind Streamlit's threads)."""
+    server.terminate()
+    try:
+        server.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 if __name__ == "__main__":
