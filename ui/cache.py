@@ -22,7 +22,7 @@ from core.activations import LayerInfo, list_layers
 from core.analysis import Batch, Compatibility, Inputs, get
 from core.attention import sites as attention_sites
 from core.data import uploads
-from core.data.datasets import Dataset, stratified_sample
+from core.data.datasets import Dataset
 from core.extract import sources
 from core.extract.store import MANIFEST, ActivationStore, stores_root
 from core.feature_maps import maps as fmaps
@@ -145,15 +145,7 @@ def batch(run: LoadedRun, inputs: Inputs) -> Batch:
     if inputs.upload:
         image = input_image(run.info.name, inputs)
         return Batch(image[None], np.array([-1]), class_names=classes)
-    splits, data = run.splits, run.dataset
-    named = {"held_out": np.concatenate([splits.val, splits.test]), "all": np.arange(len(data))}
-    idx = named[inputs.split] if inputs.split in named else getattr(splits, inputs.split)
-    if inputs.indices is not None:
-        idx = idx[list(inputs.indices)]
-    elif inputs.n is not None:
-        idx = idx[stratified_sample(data.labels[idx], inputs.n, inputs.seed)]
-    chosen = data.subset(idx)
-    return Batch(chosen.images, chosen.labels, chosen.factors, classes, chosen.masks)
+    return runs.inputs_batch(run, inputs)
 
 
 _RESULTS: Results[Any] = Results("analyses", 256)

@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from core.analysis import Batch, Inputs, get
-from core.data.datasets import stratified_sample
-from core.models.runs import LoadedRun, RunError, find_run, load_run, read_run
+from core.models.runs import LoadedRun, RunError, find_run, inputs_batch, load_run, read_run
 
 PROBLEMS = (RunError, ValueError, RuntimeError, KeyError, OSError, TypeError, IndexError)
 """Errors that make a section impossible (reported), rather than stop the audit."""
@@ -99,19 +98,6 @@ class Audit:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
-
-
-def inputs_batch(run: LoadedRun, inputs: Inputs) -> Batch:
-    """The images ``inputs`` names in ``run`` (a split, positions in it, or a sample of it)."""
-    splits, data = run.splits, run.dataset
-    named = {"held_out": np.concatenate([splits.val, splits.test]), "all": np.arange(len(data))}
-    idx = named[inputs.split] if inputs.split in named else getattr(splits, inputs.split)
-    if inputs.indices is not None:
-        idx = idx[list(inputs.indices)]
-    elif inputs.n is not None:
-        idx = idx[stratified_sample(data.labels[idx], inputs.n, inputs.seed)]
-    chosen = data.subset(idx)
-    return Batch(chosen.images, chosen.labels, chosen.factors, run.info.dataset.class_names)
 
 
 def _sha256(data: bytes) -> str:

@@ -43,7 +43,16 @@ import platformdirs
 import torch
 from torch import nn
 
-from core.data.datasets import Dataset, DatasetInfo, Factor, Splits, adapt_images, split_indices
+from core.analysis import Batch, Inputs
+from core.data.datasets import (
+    Dataset,
+    DatasetInfo,
+    Factor,
+    Splits,
+    adapt_images,
+    split_indices,
+    stratified_sample,
+)
 from core.device import pick_device
 from core.files import read_json, save_state_dict, state_dict_hash, write_json
 from core.models.zoo import build_model
@@ -734,3 +743,19 @@ def import_run(
     )
     writer.save_weights(state)
     return writer.finish(test_accuracy=accuracy)
+
+
+def inputs_batch(run: LoadedRun, inputs: Inputs) -> Batch:
+    """The dataset images ``inputs`` names in ``run`` (a split, positions in it, or a stratified
+    sample of it) as an analysis batch, with their factors and object masks when recorded.
+    ``inputs.upload`` is not read here: an uploaded image lives with its session."""
+    splits, data = run.splits, run.dataset
+    named = {"held_out": np.concatenate([splits.val, splits.test]), "all": np.arange(len(data))}
+    idx = named[inputs.split] if inputs.split in named else getattr(splits, inputs.split)
+    if inputs.indices is not None:
+        idx = idx[list(inputs.indices)]
+    elif inputs.n is not None:
+        idx = idx[stratified_sample(data.labels[idx], inputs.n, inputs.seed)]
+    chosen = data.subset(idx)
+    classes = run.info.dataset.class_names
+    return Batch(chosen.images, chosen.labels, chosen.factors, classes, chosen.masks)
