@@ -10,7 +10,9 @@ report card are in :mod:`ui.fits`.
 from __future__ import annotations
 
 import functools
+import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,14 +37,29 @@ from core.projections import fits as proj
 from core.projections.density import DensityMap, density_map
 from core.projections.large import LargeProjection, project_store
 from core.training import recipes as training
+from ui import exports
+from ui.figures.common import nearest_upscale
 from ui.progress import Progress, Results, computed
 
 T = TypeVar("T")
 
 
+MTIME_TRUSTED_S = 1.0
+"""How long a run's ``run.json`` mtime is reused before the disk is asked again: a rerun asks
+for it a few dozen times (every cached call's key), and each asks the file system thrice."""
+_mtimes: dict[str, tuple[float, float]] = {}
+
+
 def run_mtime(name: str) -> float:
-    """Modification time of a run's ``run.json``: a cache key that changes when it is rewritten."""
-    return (runs.find_run(name) / "run.json").stat().st_mtime
+    """Modification time of a run's ``run.json``: a cache key that changes when it is rewritten
+    (seen within :data:`MTIME_TRUSTED_S`)."""
+    now = time.monotonic()
+    seen = _mtimes.get(name)
+    if seen is not None and now - seen[0] < MTIME_TRUSTED_S:
+        return seen[1]
+    mtime = (runs.find_run(name) / "run.json").stat().st_mtime
+    _mtimes[name] = (now, mtime)
+    return mtime
 
 
 @st.cache_resource(max_entries=16, show_spinner="Loading the run…")
@@ -85,14 +102,36 @@ def per_run(
     return decorate
 
 
-def run_list() -> list[RunInfo]:
-    """All readable runs (cheap: a few small JSON files)."""
-    return runs.list_runs()
+def _roots_state() -> tuple:
+    """Every run root's folders with their mtimes: writing a run's files (atomically, by a
+    rename inside its folder), adding or deleting a run changes it."""
+    state = []
+    for root in runs.run_roots():
+        try:
+            with os.scandir(root) as entries:
+                state.append(tuple(sorted((e.name, e.stat().st_mtime_ns) for e in entries)))
+        except OSError:
+            state.append(None)
+    return tuple(state)
+
+
+_scanned: list[tuple[tuple, tuple[list[RunInfo], list[runs.RunError]]]] = []
 
 
 def run_scan() -> tuple[list[RunInfo], list[runs.RunError]]:
-    """All readable runs, and an error for each run folder that could not be read."""
-    return runs.scan_runs()
+    """All readable runs, and an error for each run folder that could not be read; read again
+    only when a run folder changed (pages ask several times per rerun)."""
+    key = _roots_state()
+    if _scanned and _scanned[0][0] == key:
+        return _scanned[0][1]
+    scanned = runs.scan_runs()
+    _scanned[:] = [(key, scanned)]
+    return scanned
+
+
+def run_list() -> list[RunInfo]:
+    """All readable runs."""
+    return run_scan()[0]
 
 
 @per_run()
@@ -115,6 +154,13 @@ def input_image(run: LoadedRun, inputs: Inputs) -> np.ndarray:
     if inputs.upload:
         return fmaps.fit_input(uploads.load_image(inputs.upload), run.info.input_shape)[0]
     return run.dataset.images[run.splits.val[inputs.indices[0]]]
+
+
+@per_run(max_entries=64)
+def input_thumbnail(run: LoadedRun, inputs: Inputs, size: int = 192) -> bytes:
+    """The one image ``inputs`` names, enlarged to ``size`` pixels (crisp), as PNG bytes: the
+    sidebar shows it on every rerun, and encoding it each time cost more than the page."""
+    return exports.png_bytes(nearest_upscale(input_image(run.info.name, inputs), size))
 
 
 @per_run(max_entries=64)

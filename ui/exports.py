@@ -68,6 +68,13 @@ def maps_csv(heats: Mapping[str, np.ndarray]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An ``[H, W, 3]`` uint8 image as PNG bytes."""
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, format="PNG")
+    return out.getvalue()
+
+
 def grid_png(image: np.ndarray, heats: Sequence[np.ndarray], titles: Sequence[str]) -> bytes:
     """The input and the maps side by side as a PNG, composed server-side (titles above)."""
     cmap = matplotlib.colormaps["RdBu_r"]
@@ -85,9 +92,7 @@ def grid_png(image: np.ndarray, heats: Sequence[np.ndarray], titles: Sequence[st
         x = 8 + k * (side + 8)
         canvas.paste(tile, (x, 28))
         draw.text((x, 8), title, fill="black")
-    out = io.BytesIO()
-    canvas.save(out, format="PNG")
-    return out.getvalue()
+    return png_bytes(np.asarray(canvas))
 
 
 def long_csv(values: np.ndarray, axes: Sequence[tuple[str, Sequence[Any]]], value: str) -> str:

@@ -33,7 +33,6 @@ from core.analysis import Inputs
 from core.data import uploads
 from core.models.runs import DEFAULT_RUN, RunError, run_ref, split_ref
 from ui import cache, navigation
-from ui.figures.common import nearest_upscale
 
 VIEW: dict[str, Any] = {"bind": "query-params", "persist_state": "session"}
 """Keyword arguments that put a page widget's value in the URL and keep it across pages."""
@@ -171,16 +170,11 @@ FINAL = "final"
 """The checkpoint picker's value for the run's final weights."""
 
 
-def checkpoint_values(name: str) -> list[str]:
-    """The URL values of a run's checkpoints in training order, then :data:`FINAL`."""
-    return [c.value for c in cache.checkpoints(split_ref(name)[0])] + [FINAL]
-
-
-def checkpoint_label(name: str, value: str) -> str:
-    """``init``, ``epoch 1/8``, ``epoch 2`` or ``final weights`` for a picker value."""
-    if value == FINAL:
-        return "final weights"
-    return next(c.label for c in cache.checkpoints(split_ref(name)[0]) if c.value == value)
+def checkpoint_labels(name: str) -> dict[str, str]:
+    """A run's checkpoints as URL value -> label (``init``, ``epoch 1/8``, ``epoch 2``), in
+    training order, then :data:`FINAL` -> ``final weights``."""
+    labels = {c.value: c.label for c in cache.checkpoints(split_ref(name)[0])}
+    return labels | {FINAL: "final weights"}
 
 
 def _adopt_url_checkpoint(run: str, values: list[str]) -> None:
@@ -220,7 +214,8 @@ def _on_checkpoint_picked() -> None:
 def _checkpoint_picker(where: Any, run: str) -> str:
     """The sidebar's checkpoint slider (only for a run with checkpoints); returns the run
     reference every page then shows."""
-    values = checkpoint_values(run)
+    labels = checkpoint_labels(run)
+    values = list(labels)
     _adopt_url_checkpoint(run, values)
     if len(values) == 1:
         return run
@@ -231,7 +226,7 @@ def _checkpoint_picker(where: Any, run: str) -> str:
         "Checkpoint",
         values,
         key="ckpt",
-        format_func=lambda v: checkpoint_label(run, v),
+        format_func=labels.__getitem__,
         on_change=_on_checkpoint_picked,
         help="Every page shows the model as it was at this point of training.",
     )
@@ -335,8 +330,7 @@ def sidebar() -> Selection | None:
     )
     image = _own_image(upload_slot)
     selection = Selection(_checkpoint_picker(ckpt_slot, run), sample, image)
-    pixels = cache.input_image(run, selection.inputs)
-    image_slot.image(nearest_upscale(pixels, 192), width=96)
+    image_slot.image(cache.input_thumbnail(run, selection.inputs), width=96)
     if image is not None:
         guess = cache.input_prediction(run, selection.inputs)
         image_slot.caption(f"**Your image** is in use on every page · predicted {guess}")

@@ -21,6 +21,7 @@ from core.attention.maps import AttentionMaps, MapsOptions, query_attention
 from core.attention.objects import summarise
 from ui import cache, state
 from ui.exports import head_statistics_csv, long_csv
+from ui.figures import memo
 from ui.figures.attention import (
     head_statistic_figure,
     object_share_figure,
@@ -137,7 +138,8 @@ def every_head(
         f"Where the **{labels[pick.query]}** token looks, over the image patches. "
         "Bright is more attention; transparent is none."
     )
-    figure = overlay_grid(
+    figure = memo.figure(
+        overlay_grid,
         image,
         query_attention(maps, pick.query),
         [f"layer {i}" for i in range(n_layers)],
@@ -163,7 +165,8 @@ def up_close(
     st.caption("Click a patch on the image to make it the query.")
     left, right = st.columns(2)
     left.plotly_chart(
-        query_figure(
+        memo.figure(
+            query_figure,
             image,
             query_attention(maps, pick.query)[pick.layer, pick.head],
             layout.grid,
@@ -178,8 +181,13 @@ def up_close(
     )
     matrix = maps.probs[0, pick.layer, pick.head]
     right.plotly_chart(
-        token_matrix_figure(
-            matrix, labels, pick.query, layout.patch_start, title="Every query × every key"
+        memo.figure(
+            token_matrix_figure,
+            matrix,
+            labels,
+            pick.query,
+            layout.patch_start,
+            title="Every query × every key",
         ),
         config=PLOTLY_CONFIG,
         key="att_matrix",
@@ -204,7 +212,8 @@ def rollout(selection: state.Selection, maps: AttentionMaps, image: np.ndarray, 
     )
     rolled = maps.rollout[0, :, pick.query]
     st.plotly_chart(
-        overlay_grid(
+        memo.figure(
+            overlay_grid,
             image,
             layout.to_pixels(rolled)[None],
             ["rollout"],
@@ -238,7 +247,8 @@ def heads_across_split(selection: state.Selection) -> None:
     )
     left, right = st.columns(2)
     left.plotly_chart(
-        head_statistic_figure(
+        memo.figure(
+            head_statistic_figure,
             stats.distance,
             "Mean attention distance",
             "pixels",
@@ -248,8 +258,12 @@ def heads_across_split(selection: state.Selection) -> None:
         key="att_distance",
     )
     right.plotly_chart(
-        head_statistic_figure(
-            stats.entropy, "Attention entropy", "bits", reference=(stats.max_entropy, "uniform")
+        memo.figure(
+            head_statistic_figure,
+            stats.entropy,
+            "Attention entropy",
+            "bits",
+            reference=(stats.max_entropy, "uniform"),
         ),
         config=PLOTLY_CONFIG,
         key="att_entropy",
@@ -281,7 +295,9 @@ def object_attention(selection: state.Selection) -> None:
         "the CLS token's attention is averaged over heads and renormalised over the patches. "
         "Uniform attention would sit on the dashed line; above it, the layer looks at the object."
     )
-    st.plotly_chart(object_share_figure(summary), config=PLOTLY_CONFIG, key="att_object")
+    st.plotly_chart(
+        memo.figure(object_share_figure, summary), config=PLOTLY_CONFIG, key="att_object"
+    )
     layers = [("layer", range(len(summary.layers)))]
     st.download_button(
         "⬇ Object shares per layer (CSV)",
@@ -310,7 +326,7 @@ def token_norms(selection: state.Selection, image: np.ndarray) -> None:
         "soak up attention; those are marked ×. " + norms.caption()
     )
     st.plotly_chart(
-        token_norm_figure(norms.norms[0], norms.outliers[0], layout, titles),
+        memo.figure(token_norm_figure, norms.norms[0], norms.outliers[0], layout, titles),
         config=PLOTLY_CONFIG,
         key="att_norms",
     )
@@ -320,5 +336,7 @@ def token_norms(selection: state.Selection, image: np.ndarray) -> None:
         heats.append(layout.to_pixels(norms.cls_attention_clean[0]))
         rows.append("without outliers")
     st.plotly_chart(
-        overlay_grid(image, np.stack(heats), rows, titles), config=PLOTLY_CONFIG, key="att_clean"
+        memo.figure(overlay_grid, image, np.stack(heats), rows, titles),
+        config=PLOTLY_CONFIG,
+        key="att_clean",
     )

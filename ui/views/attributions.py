@@ -46,6 +46,7 @@ from core.attributions.methods import (
 from core.attributions.sanity import SANITY_METHODS, SanityOptions
 from ui import cache, state
 from ui.exports import grid_png, maps_csv, npy_bytes
+from ui.figures import memo
 from ui.figures.attributions import (
     correlation_figure,
     curves_figure,
@@ -198,7 +199,9 @@ def explained(selection: state.Selection) -> Explained:
     layers = cache.layers(run)
     available = supported_methods(layers)
     left, right = st.columns([1, 3], vertical_alignment="top")
-    left.plotly_chart(image_figure(image, height=200), config=PLOTLY_CONFIG, key="attr_input")
+    left.plotly_chart(
+        memo.figure(image_figure, image, height=200), config=PLOTLY_CONFIG, key="attr_input"
+    )
     with right:
         verdict = (
             "your image, its class unknown"
@@ -270,7 +273,7 @@ def maps(ex: Explained) -> None:
             detail += f" · δ = {result.deltas[0, 0]:.2g}"
         titles.append(f"<b>{METHODS[name]}</b><br><span style='font-size:11px'>{detail}</span>")
     st.plotly_chart(
-        map_grid(ex.image, list(heats.values()), titles, columns=min(4, len(heats))),
+        memo.figure(map_grid, ex.image, list(heats.values()), titles, columns=min(4, len(heats))),
         config=PLOTLY_CONFIG,
         key="attr_grid",
     )
@@ -319,13 +322,19 @@ def _beside_rollout(ex: Explained, cam: np.ndarray) -> None:
     layer = ex.params.cam_layer or default_cam_layer(ex.layers)
     g1, g2 = st.columns(2)
     g1.plotly_chart(
-        overlay_figure(ex.image, cam, f"Grad-CAM at {layer}", height=320),
+        memo.figure(overlay_figure, ex.image, cam, f"Grad-CAM at {layer}", height=320),
         config=PLOTLY_CONFIG,
         key="attr_vit_cam",
     )
     g2.plotly_chart(
-        overlay_figure(
-            ex.image, rolled, "Attention rollout (CLS, all layers)", "Viridis", None, height=320
+        memo.figure(
+            overlay_figure,
+            ex.image,
+            rolled,
+            "Attention rollout (CLS, all layers)",
+            "Viridis",
+            None,
+            height=320,
         ),
         config=PLOTLY_CONFIG,
         key="attr_vit_rollout",
@@ -367,7 +376,7 @@ def layer_units(ex: Explained) -> None:
     )
     b1, b2 = st.columns([3, 1])
     b1.plotly_chart(
-        units_bar(per_unit, units.top, "channel" if spatial else "unit"),
+        memo.figure(units_bar, per_unit, units.top, "channel" if spatial else "unit"),
         config=PLOTLY_CONFIG,
         key="attr_units_bar",
     )
@@ -406,12 +415,13 @@ def sanity_check(ex: Explained) -> None:
     check = ex.run("sanity_check", options, label="Randomising the model from the top down")
     labels = [METHODS[m] for m in check.methods]
     st.plotly_chart(
-        sanity_grid(check.heats, labels, check.steps, verdicts=check.verdicts),
+        memo.figure(sanity_grid, check.heats, labels, check.steps, verdicts=check.verdicts),
         config=PLOTLY_CONFIG,
         key="attr_sanity_grid",
     )
     st.plotly_chart(
-        correlation_figure(
+        memo.figure(
+            correlation_figure,
             check.spearman_abs,
             labels,
             check.steps,
@@ -489,7 +499,8 @@ def _curves(
     one, many = next(iter(this.values())), next(iter(average.values()))
     st.markdown(f"**This sample** (class *{ex.target_name}*)")
     st.plotly_chart(
-        curves_figure(
+        memo.figure(
+            curves_figure,
             one.fractions,
             {labels[n]: c.deletion[0] for n, c in this.items()},
             {labels[n]: c.insertion[0] for n, c in this.items()},
@@ -501,7 +512,8 @@ def _curves(
     )
     st.markdown(f"**Mean over the first {many.n} validation samples** (each its predicted class)")
     st.plotly_chart(
-        curves_figure(
+        memo.figure(
+            curves_figure,
             one.fractions,
             {labels[n]: c.deletion.mean(0) for n, c in average.items()},
             {labels[n]: c.insertion.mean(0) for n, c in average.items()},

@@ -15,6 +15,7 @@ from core.analysis import Inputs
 from core.audit.concepts import CONCEPT_METHODS, ConceptOptions
 from core.audit.figures import concept_chart, slice_chart
 from ui import cache, state
+from ui.figures import memo
 from ui.figures.common import PLOTLY_CONFIG
 
 SPLITS = {"test": "test split", "val": "validation split"}
@@ -39,7 +40,9 @@ def slices(selection: state.Selection) -> None:
     info = cache.loaded_run(selection.run).info
     categories = {f.name: f.categories for f in info.dataset.factors}
     names = result.names(categories, info.dataset.class_names)
-    st.plotly_chart(slice_chart(result, names), config=PLOTLY_CONFIG, key="aud_slice_chart")
+    st.plotly_chart(
+        memo.figure(slice_chart, result, names), config=PLOTLY_CONFIG, key="aud_slice_chart"
+    )
     frame = pd.DataFrame(
         {
             "slice": names,
@@ -95,7 +98,9 @@ def concepts(selection: state.Selection) -> None:
         return
     concept = f"{factor}={factors[factor][value]}"
     st.plotly_chart(
-        concept_chart(test, concept, classes[target]), config=PLOTLY_CONFIG, key="aud_tcav"
+        memo.figure(concept_chart, test, concept, classes[target]),
+        config=PLOTLY_CONFIG,
+        key="aud_tcav",
     )
     st.dataframe(
         pd.DataFrame(

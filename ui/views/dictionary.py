@@ -40,6 +40,7 @@ from core.feature_maps import top_examples as topk
 from core.feature_maps import visualisation as fvis
 from ui import cache, state
 from ui.figures import dictionary as figs
+from ui.figures import memo
 from ui.figures.common import PLOTLY_CONFIG, image_figure
 from ui.figures.feature_maps import examples_figure
 
@@ -248,11 +249,15 @@ def health(focus: Focus) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**How often each feature fires**")
-        st.plotly_chart(figs.density_figure(log_density(stats.density)), config=PLOTLY_CONFIG)
+        st.plotly_chart(
+            memo.figure(figs.density_figure, log_density(stats.density)), config=PLOTLY_CONFIG
+        )
     with right:
         st.markdown("**Training**")
         if len(focus.params.history):
-            st.plotly_chart(figs.training_figure(focus.params.history), config=PLOTLY_CONFIG)
+            st.plotly_chart(
+                memo.figure(figs.training_figure, focus.params.history), config=PLOTLY_CONFIG
+            )
         else:
             st.caption("No training history (an SAE trained elsewhere).")
 
@@ -294,7 +299,8 @@ def feature_map(focus: Focus) -> None:
     hits = np.array([search in label.lower() for label in labels]) if search else None
     highlight = hits if hits is not None else np.ones(len(labels), bool)
     selected = int(st.session_state.get("fe_feature", 0))
-    figure = figs.feature_map_figure(
+    figure = memo.figure(
+        figs.feature_map_figure,
         decoder_map(focus.params),
         stats.density,
         labels,
@@ -366,7 +372,7 @@ def feature(focus: Focus) -> None:
     ]
     st.markdown(f"**Top {n_top} of {len(stats.stats.maxima):,} validation images**")
     st.plotly_chart(
-        figs.heat_grid_figure(examples.images[:n_top], heats[:n_top], titles[:n_top]),
+        memo.figure(figs.heat_grid_figure, examples.images[:n_top], heats[:n_top], titles[:n_top]),
         config=PLOTLY_CONFIG,
     )
     st.caption(
@@ -383,7 +389,7 @@ def feature(focus: Focus) -> None:
         crops = topk.crops(examples.images[:n_top], rf.boxes(top.positions))
         st.markdown(f"**What the feature sees at its peak** ({rf.size[0]}×{rf.size[1]} pixels)")
         st.plotly_chart(
-            examples_figure(crops, None, [f"#{i}" for i in picked[:n_top]], cols=12),
+            memo.figure(examples_figure, crops, None, [f"#{i}" for i in picked[:n_top]], cols=12),
             config=PLOTLY_CONFIG,
         )
     start = n_top
@@ -392,7 +398,9 @@ def feature(focus: Focus) -> None:
             part = slice(start, start + len(idx))
             st.markdown(f"**Near the {q:.0%} quantile of its peaks**")
             st.plotly_chart(
-                figs.heat_grid_figure(examples.images[part], heats[part], titles[part]),
+                memo.figure(
+                    figs.heat_grid_figure, examples.images[part], heats[part], titles[part]
+                ),
                 config=PLOTLY_CONFIG,
             )
         start += len(idx)
@@ -413,7 +421,9 @@ def _feature_numbers(focus: Focus, index: int, stats: Any) -> None:
     left, middle, right = st.columns([1.2, 1, 1])
     with left:
         st.markdown("**Activations**")
-        figure = figs.activation_histogram(stats.histogram[index], LOG_BINS, stats.density[index])
+        figure = memo.figure(
+            figs.activation_histogram, stats.histogram[index], LOG_BINS, stats.density[index]
+        )
         st.plotly_chart(figure, config=PLOTLY_CONFIG)
         effects = cache.analysis(
             run,
@@ -424,7 +434,9 @@ def _feature_numbers(focus: Focus, index: int, stats: Any) -> None:
         )
         st.markdown("**Classes its direction pushes up and down**")
         names = cache.batch(run, EFFECT_INPUTS).class_names
-        st.plotly_chart(figs.effects_figure(effects.effects[index], names), config=PLOTLY_CONFIG)
+        st.plotly_chart(
+            memo.figure(figs.effects_figure, effects.effects[index], names), config=PLOTLY_CONFIG
+        )
         st.caption(
             f"Gradient of each class's logit (minus their mean), {EFFECT_INPUTS.n} "
             "validation images, for a shift of every token along the direction."
@@ -470,9 +482,11 @@ def _steer(focus: Focus, index: int) -> None:
     label = "ablated" if factor == 0 else f"× {factor:g}"
     left, right = st.columns([1, 3])
     image = cache.input_image(focus.run, focus.selection.inputs)
-    left.plotly_chart(image_figure(image, focus.selection.described, 200), config=PLOTLY_CONFIG)
+    left.plotly_chart(
+        memo.figure(image_figure, image, focus.selection.described, 200), config=PLOTLY_CONFIG
+    )
     right.plotly_chart(
-        figs.probabilities_figure(steered.before[0], steered.after[0], names, label),
+        memo.figure(figs.probabilities_figure, steered.before[0], steered.after[0], names, label),
         config=PLOTLY_CONFIG,
     )
     total = float(steered.activation[0])
@@ -509,7 +523,9 @@ def _visualise(focus: Focus, index: int) -> None:
         return
     result = stored[1]
     left, right = st.columns([1, 2])
-    left.plotly_chart(image_figure(result.image, f"feature {index}", 260), config=PLOTLY_CONFIG)
+    left.plotly_chart(
+        memo.figure(image_figure, result.image, f"feature {index}", 260), config=PLOTLY_CONFIG
+    )
     right.metric("Projection on the direction", f"{result.final:.3g}", f"{result.gain:+.3g}")
 
 
@@ -529,7 +545,7 @@ def this_image(focus: Focus) -> None:
     heats = np.stack([fmaps.channel_at_input(maps, int(f), size) for f in order])
     titles = [f"feature {f} · {peaks[f]:.2g}" for f in order]
     st.plotly_chart(
-        figs.heat_grid_figure(np.repeat(image[None], len(order), 0), heats, titles),
+        memo.figure(figs.heat_grid_figure, np.repeat(image[None], len(order), 0), heats, titles),
         config=PLOTLY_CONFIG,
     )
     st.caption(
@@ -554,7 +570,7 @@ def ground_truth(focus: Focus) -> None:
     values = _value_names(focus.run, truth)
     f_best, f_auc = truth.best("feature")
     c_best, c_auc = truth.best("channel")
-    st.plotly_chart(figs.auc_figure(f_auc, c_auc, values), config=PLOTLY_CONFIG)
+    st.plotly_chart(memo.figure(figs.auc_figure, f_auc, c_auc, values), config=PLOTLY_CONFIG)
     table = pd.DataFrame(
         {
             "factor": truth.factors,

@@ -27,6 +27,7 @@ from core.feature_maps import visualisation as fvis
 from core.feature_maps import weights as fweights
 from ui import cache, exports, state
 from ui.figures import feature_maps as figs
+from ui.figures import memo
 from ui.figures.common import PLOTLY_CONFIG, image_figure
 
 ORDER_LABELS = {"channel": "Index", "mean": "Mean", "max": "Peak"}
@@ -118,9 +119,11 @@ def _units(activation: np.ndarray, layer: str, channel: int) -> None:
     )
     if activation.ndim == 1:
         title = f"{layer}: {len(activation)} units"
-        st.plotly_chart(figs.unit_strip_figure(activation, channel, title), config=PLOTLY_CONFIG)
+        st.plotly_chart(
+            memo.figure(figs.unit_strip_figure, activation, channel, title), config=PLOTLY_CONFIG
+        )
     else:
-        st.plotly_chart(figs.token_figure(activation, layer), config=PLOTLY_CONFIG)
+        st.plotly_chart(memo.figure(figs.token_figure, activation, layer), config=PLOTLY_CONFIG)
 
 
 def _grid_page(activation: np.ndarray, layer: str, channel: int, order: str, where: Any) -> int:
@@ -137,9 +140,11 @@ def _grid_page(activation: np.ndarray, layer: str, channel: int, order: str, whe
     st.session_state["fm_page"] = min(st.session_state.get("fm_page", 0), pages - 1)
     per = fmaps.PER_PAGE
     return where.selectbox(
-        "Channels shown", range(pages), **state.scoped("fm_page", 0),
+        "Channels shown",
+        range(pages),
+        **state.scoped("fm_page", 0),
         format_func=lambda p: f"{p * per + 1}–{min((p + 1) * per, count)} of {count}",
-    )  # fmt: skip
+    )
 
 
 def channel_maps(focus: Focus) -> None:
@@ -164,10 +169,10 @@ def channel_maps(focus: Focus) -> None:
     grid = fmaps.channel_grid(activation, layer, order, page)
     left, right = st.columns([1, 2.6], gap="medium")
     with left:
-        st.plotly_chart(image_figure(image, "Input", height=230), config=PLOTLY_CONFIG)
+        st.plotly_chart(memo.figure(image_figure, image, "Input", height=230), config=PLOTLY_CONFIG)
         heat = fmaps.channel_at_input(activation, channel, image.shape[1:])
         title = f"Channel {channel} over the input"
-        overlay = figs.channel_overlay_figure(image, heat, title, height=230)
+        overlay = memo.figure(figs.channel_overlay_figure, image, heat, title, height=230)
         st.plotly_chart(overlay, config=PLOTLY_CONFIG)
         st.caption(figs.overlay_key(heat))
         m1, m2 = st.columns(2)
@@ -175,9 +180,12 @@ def channel_maps(focus: Focus) -> None:
         m2.metric("Peak", f"{activation[channel].max():.3g}")
     with right:
         st.plotly_chart(
-            figs.channel_grid_figure(grid, channel, shared), config=PLOTLY_CONFIG, key="fm_grid",
-            on_select=_pick_tile, selection_mode="points",
-        )  # fmt: skip
+            memo.figure(figs.channel_grid_figure, grid, channel, shared),
+            config=PLOTLY_CONFIG,
+            key="fm_grid",
+            on_select=_pick_tile,
+            selection_mode="points",
+        )
         st.caption(
             f"{len(grid.channels)} of {grid.total} channels, each a "
             f"{shape_text(activation.shape[1:])} map; the number in a corner is the channel, the "
@@ -219,7 +227,7 @@ def depth(focus: Focus) -> None:
         return
     order = {la.name: i for i, la in enumerate(focus.spatial)}
     strip = fmaps.depth_strip(focus.sample, sorted(names, key=order.get), summary)
-    st.plotly_chart(figs.depth_strip_figure(strip), config=PLOTLY_CONFIG)
+    st.plotly_chart(memo.figure(figs.depth_strip_figure, strip), config=PLOTLY_CONFIG)
     st.caption(
         figs.depth_strip_key(strip) + " "
         "One map per layer for this input, from the first layer to the last. Resolution shrinks "
@@ -250,14 +258,16 @@ def filters(focus: Focus) -> None:
     k, _, h, w = weights.weights.shape
     if usable[0] is conv:
         st.subheader(f"First convolution ({weights.layer}): {k} filters of {h}×{w}")
-        st.plotly_chart(figs.weights_figure(weights), config=PLOTLY_CONFIG)
+        st.plotly_chart(memo.figure(figs.weights_figure, weights), config=PLOTLY_CONFIG)
         st.caption(
             figs.weights_key(weights) + " Trained filters look like oriented edges, spots and "
             "colour blobs; random ones look like noise."
         )
         return
     st.subheader(f"First fully connected layer ({weights.layer}): {k} units")
-    st.plotly_chart(figs.weights_figure(weights, cols=16, what="unit"), config=PLOTLY_CONFIG)
+    st.plotly_chart(
+        memo.figure(figs.weights_figure, weights, cols=16, what="unit"), config=PLOTLY_CONFIG
+    )
     st.caption(
         "Each square is one unit's weights laid out as an input image: the pattern the unit "
         "is looking for. " + figs.weights_key(weights, "unit")
@@ -270,9 +280,14 @@ def top_examples(focus: Focus) -> None:
     c1, c2 = st.columns([2, 1])
     k = c1.slider("Examples", 4, 24, topk.EXAMPLES, step=4, key="fm_k", **state.VIEW)
     ranking = c2.segmented_control(
-        "Rank by", topk.RANKINGS, key="fm_rank", **state.VIEW, default="max", required=True,
+        "Rank by",
+        topk.RANKINGS,
+        key="fm_rank",
+        **state.VIEW,
+        default="max",
+        required=True,
         format_func=RANKING_LABELS.get,
-    )  # fmt: skip
+    )
     label = f"Ranking the validation split for {layer}"
     options = topk.ChannelStatsOptions(layer=layer)
     try:
@@ -292,7 +307,9 @@ def top_examples(focus: Focus) -> None:
         rf_options = topk.ReceptiveFieldOptions(layer)
         rf = cache.analysis(run, "feature_maps.receptive_field", fmaps.SHAPE_INPUTS, rf_options)
     boxes = rf.boxes(top.positions) if rf is not None else None
-    st.plotly_chart(figs.examples_figure(examples.images, boxes, titles), config=PLOTLY_CONFIG)
+    st.plotly_chart(
+        memo.figure(figs.examples_figure, examples.images, boxes, titles), config=PLOTLY_CONFIG
+    )
     shown, n = len(picked), len(stats.maxima)
     if rf is None or boxes is None:
         st.caption(
@@ -309,7 +326,9 @@ def top_examples(focus: Focus) -> None:
     st.markdown("**What the unit sees at its peak**")
     crops = topk.crops(examples.images, boxes)
     titles = [f"#{i}" for i in picked]
-    st.plotly_chart(figs.examples_figure(crops, None, titles, cols=12), config=PLOTLY_CONFIG)
+    st.plotly_chart(
+        memo.figure(figs.examples_figure, crops, None, titles, cols=12), config=PLOTLY_CONFIG
+    )
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     target = c1.selectbox("Open an example's feature maps", picked, key="fm_open")
     c2.button("Open", key="fm_open_go", on_click=state.open_sample, args=(target,))
@@ -321,9 +340,14 @@ def _vis_options(layer: str, channel: int) -> fvis.FeatureVisOptions:
     c1, c2, c3 = st.columns(3)
     steps = c1.slider("Steps", 32, 512, default.steps, step=32, key="fm_vis_steps", **state.VIEW)
     parameterisation = c2.segmented_control(
-        "Parameterisation", fvis.PARAMETERISATIONS, key="fm_vis_param", **state.VIEW,
-        default=default.parameterisation, required=True, format_func=PARAMETERISATION_LABELS.get,
-    )  # fmt: skip
+        "Parameterisation",
+        fvis.PARAMETERISATIONS,
+        key="fm_vis_param",
+        **state.VIEW,
+        default=default.parameterisation,
+        required=True,
+        format_func=PARAMETERISATION_LABELS.get,
+    )
     decorrelate = c3.toggle(
         "Decorrelated colour", default.decorrelate, key="fm_vis_decor", **state.VIEW
     )
@@ -372,12 +396,14 @@ def feature_vis(focus: Focus) -> None:
     result = stored[1]
     left, right = st.columns([1, 2])
     title = f"{layer} · channel {channel}"
-    left.plotly_chart(image_figure(result.image, title, height=300), config=PLOTLY_CONFIG)
+    left.plotly_chart(
+        memo.figure(image_figure, result.image, title, height=300), config=PLOTLY_CONFIG
+    )
     with right:
         m1, m2 = st.columns(2)
         m1.metric("Activation of a grey start", f"{result.start:.3g}")
         m2.metric("Activation of the result", f"{result.final:.3g}", f"{result.gain:+.3g}")
-        st.plotly_chart(figs.objective_figure(result.objective), config=PLOTLY_CONFIG)
+        st.plotly_chart(memo.figure(figs.objective_figure, result.objective), config=PLOTLY_CONFIG)
     st.caption(
         "Left: the synthesised input. Right: the optimised value at each step (on the randomly "
         "transformed input; for a ReLU layer, its input before the ReLU)."
@@ -422,9 +448,10 @@ def pca_colour(focus: Focus) -> None:
     )
     n = pca.GRID_N
     st.plotly_chart(
-        figs.pca_colour_grid_figure(fitted.images[:n], fitted.rgb[:n]),
-        config=PLOTLY_CONFIG, key="fm_pca_grid",
-    )  # fmt: skip
+        memo.figure(figs.pca_colour_grid_figure, fitted.images[:n], fitted.rgb[:n]),
+        config=PLOTLY_CONFIG,
+        key="fm_pca_grid",
+    )
     st.markdown("**This image across layers**")
     first = pca.depth_pca_layers(layers, size)
     chosen = st.multiselect("Layers", names, default=first, **state.scoped("fm_pca_layers", first))
@@ -439,9 +466,10 @@ def pca_colour(focus: Focus) -> None:
         colours.append(cache.pca_colour_image(focus.run, image, basis).rgb[0])
     if colours:
         st.plotly_chart(
-            figs.pca_colour_depth_figure(image, colours, chosen),
-            config=PLOTLY_CONFIG, key="fm_pca_depth",
-        )  # fmt: skip
+            memo.figure(figs.pca_colour_depth_figure, image, colours, chosen),
+            config=PLOTLY_CONFIG,
+            key="fm_pca_depth",
+        )
         st.caption("Each layer's colours come from its own basis, fitted as above.")
 
 

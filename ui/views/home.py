@@ -29,6 +29,7 @@ from core.models.evaluation import CHANCE_WARNING, Predictions, accuracy_text
 from core.models.runs import EVALUATIONS, NO_NORMALIZATION_TEXT, NORMALIZATION_CHOICES, RunInfo
 from core.models.train import TrainConfig
 from ui import cache, state
+from ui.figures import memo
 from ui.figures.common import PLOTLY_CONFIG
 from ui.figures.home import (
     GRID_SAMPLES,
@@ -129,7 +130,9 @@ def validation_samples(selection: state.Selection) -> None:
     shown = slice(selection.sample, selection.sample + GRID_SAMPLES)
     idx = run.splits.val[shown]
     names = run.info.dataset.class_names
-    figure = sample_grid(run.dataset.images[idx], val.labels[shown], val.predicted[shown], names)
+    figure = memo.figure(
+        sample_grid, run.dataset.images[idx], val.labels[shown], val.predicted[shown], names
+    )
     st.plotly_chart(figure, config=PLOTLY_CONFIG)
     st.caption(
         f"Validation samples {selection.sample}–{selection.sample + len(idx) - 1}; "
@@ -173,7 +176,7 @@ def overview(selection: state.Selection) -> None:
     with left:
         st.subheader("Training")
         if info.history:
-            st.plotly_chart(training_curves(info.history), config=PLOTLY_CONFIG)
+            st.plotly_chart(memo.figure(training_curves, info.history), config=PLOTLY_CONFIG)
         else:
             st.info("Imported weights: no training history.")
         st.subheader("Validation samples")
@@ -181,7 +184,7 @@ def overview(selection: state.Selection) -> None:
     with right:
         scope = "all images" if info.evaluated_on == "all" else "test split"
         st.subheader(f"Confusion matrix ({scope})")
-        figure = confusion_figure(test.confusion, info.dataset.class_names)
+        figure = memo.figure(confusion_figure, test.confusion, info.dataset.class_names)
         st.plotly_chart(figure, config=PLOTLY_CONFIG)
     st.subheader("Model summary")
     model_summary(info)

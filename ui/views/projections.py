@@ -23,6 +23,7 @@ from core.projections.fits import METHODS
 from core.projections.large import LARGE_METHODS
 from core.projections.report_card import LABEL, LayerReport, default_layer
 from ui import cache, exports, fits, state
+from ui.figures import memo
 from ui.figures import projections as figs
 from ui.figures.common import PLOTLY_CONFIG, nearest_upscale
 
@@ -101,7 +102,7 @@ def _show_selection(
             st.caption(f"First {GALLERY_MAX} of {len(here):,} shown. Captions: true → predicted.")
     with right:
         st.plotly_chart(
-            figs.label_histogram(data.labels[idx[here]], predicted[here], classes),
+            memo.figure(figs.label_histogram, data.labels[idx[here]], predicted[here], classes),
             config=PLOTLY_CONFIG,
             key="proj_histogram",
         )
@@ -169,13 +170,17 @@ def map_view(name: str, run: LoadedRun) -> None:
         note.info(f"⏳ Showing a **PCA stand-in** while {method} runs; it is replaced when ready.")
         title = f"PCA stand-in · {layer}"
         slot.plotly_chart(
-            figs.point_map(stand_in.coords, colour, categories, hover, mask, title, colour_by),
+            memo.figure(
+                figs.point_map, stand_in.coords, colour, categories, hover, mask, title, colour_by
+            ),
             config=PLOTLY_CONFIG,
         )
     result = fits.projection(name, layer, n, method, dims)  # progress bar, Stop
     note.empty()
     title = f"{method} · {layer}"
-    fig = figs.point_map(result.coords, colour, categories, hover, mask, title, colour_by)
+    fig = memo.figure(
+        figs.point_map, result.coords, colour, categories, hover, mask, title, colour_by
+    )
     st.session_state["proj_fig_data"] = tuple(fig.data)
     slot.plotly_chart(
         fig,
@@ -198,22 +203,29 @@ def map_view(name: str, run: LoadedRun) -> None:
         f"**{layer}** · {width} · {n:,} samples stratified by class · {method} "
         f"in {result.seconds:.1f} s (seed {pre.SEED}, reproducible){select}"
     )
-    table = pd.DataFrame(
-        {
-            "sample": idx,
-            "label": [classes[i] for i in data.labels[idx]],
-            "predicted": [classes[i] for i in preds.predicted],
-            "confidence": preds.probs.max(1).round(4),
-            **{
-                f.name: np.array(f.categories)[data.factors[f.name][idx]] for f in data.info.factors
-            },
-            **{axis: result.coords[:, i] for i, axis in enumerate("xyz"[:dims])},
-            "selected": mask,
+
+    def coordinates_csv() -> bytes:  # built when the button is pressed, not on every rerun
+        factors = {
+            f.name: np.array(f.categories)[data.factors[f.name][idx]] for f in data.info.factors
         }
-    )
+        coords = {axis: result.coords[:, i] for i, axis in enumerate("xyz"[:dims])}
+        return exports.frame_csv(
+            pd.DataFrame(
+                {
+                    "sample": idx,
+                    "label": [classes[i] for i in data.labels[idx]],
+                    "predicted": [classes[i] for i in preds.predicted],
+                    "confidence": preds.probs.max(1).round(4),
+                    **factors,
+                    **coords,
+                    "selected": mask,
+                }
+            )
+        )
+
     st.download_button(
         "⬇ Coordinates and labels (CSV)",
-        exports.frame_csv(table),
+        coordinates_csv,
         file_name=f"{name}_{layer}_{method}_{dims}d.csv".replace("(", "").replace(")", ""),
         mime="text/csv",
         key="proj_csv",
@@ -239,7 +251,7 @@ def depth_view(name: str, run: LoadedRun) -> None:
     depth = fits.depth_projection(name, ladder, n, method)  # progress bar, Stop
     colour, categories = colour_values(run, colour_by, idx, preds.predicted, preds.probs)
     st.plotly_chart(
-        figs.depth_strip(depth.coords, depth.layers, colour, categories),
+        memo.figure(figs.depth_strip, depth.coords, depth.layers, colour, categories),
         config=PLOTLY_CONFIG,
         key="depth_chart",
     )
@@ -305,7 +317,7 @@ def report_view(name: str, run: LoadedRun) -> None:
     )
     m[3].metric("chance", f"{chance:.0%}", help="Always predicting the most frequent class.")
     st.plotly_chart(
-        figs.probe_vs_depth(
+        memo.figure(figs.probe_vs_depth, 
             trained.layers, trained.probe[:, j], random.probe[:, j], chance, target,
             knn=trained.knn[:, j],
         ),
@@ -325,7 +337,9 @@ def report_view(name: str, run: LoadedRun) -> None:
     ):
         where.markdown(f"{label}, linear probe")
         where.plotly_chart(
-            figs.factor_heatmap(rep.layers, rep.targets, rep.probe.mean(2), rep.chance),
+            memo.figure(
+                figs.factor_heatmap, rep.layers, rep.targets, rep.probe.mean(2), rep.chance
+            ),
             config=PLOTLY_CONFIG,
             key=key,
         )
@@ -333,8 +347,13 @@ def report_view(name: str, run: LoadedRun) -> None:
     left, right = st.columns(2)
     left.markdown("**Layer-to-layer similarity** (linear CKA)")
     left.plotly_chart(
-        figs.cka_heatmap(
-            fits.report_cka(name, n).matrix, trained.layers, trained.layers, name, name
+        memo.figure(
+            figs.cka_heatmap,
+            fits.report_cka(name, n).matrix,
+            trained.layers,
+            trained.layers,
+            name,
+            name,
         ),
         config=PLOTLY_CONFIG,
         key="card_cka",
@@ -342,7 +361,7 @@ def report_view(name: str, run: LoadedRun) -> None:
     other = fits.report_cka(name, n, "random" if versus == "random init" else versus)
     right.markdown(f"**{name} vs {versus}** (linear CKA, same samples)")
     right.plotly_chart(
-        figs.cka_heatmap(other.matrix, other.layers, other.other_layers, versus, name),
+        memo.figure(figs.cka_heatmap, other.matrix, other.layers, other.other_layers, versus, name),
         config=PLOTLY_CONFIG,
         key="card_cka_versus",
     )
@@ -351,7 +370,7 @@ def report_view(name: str, run: LoadedRun) -> None:
         st.dataframe(table, hide_index=True, height=300)
         st.download_button(
             "⬇ Report card (CSV)",
-            exports.frame_csv(table),
+            lambda: exports.frame_csv(table),
             file_name=f"{name}_report_card.csv",
             key="card_csv",
         )
@@ -393,7 +412,7 @@ def store_view(name: str, run: LoadedRun) -> None:
     title = f"{method} · {layer} · {store.n:,} points"
     if store.n > DENSITY_THRESHOLD:
         dmap = cache.store_density(chosen, layer, method, tuple(colours), mtime)
-        fig = figs.density_figure(dmap, classes, colours, title)
+        fig = memo.figure(figs.density_figure, dmap, classes, colours, title)
         drawn = (
             f"Density image of all {store.n:,} points (drawn on the server; box or lasso "
             "select a spot to see the images nearest to it)"
@@ -401,7 +420,9 @@ def store_view(name: str, run: LoadedRun) -> None:
     else:
         hover = [f"sample {i} · {classes[t]}" for i, t in enumerate(labels)]
         mask = np.zeros(store.n, bool)
-        fig = figs.point_map(result.coords, labels, classes, hover, mask, title, "true label")
+        fig = memo.figure(
+            figs.point_map, result.coords, labels, classes, hover, mask, title, "true label"
+        )
         drawn = f"All {store.n:,} points (WebGL; box or lasso select)"
     st.plotly_chart(
         fig,

@@ -20,6 +20,7 @@ from core.training import events as ev
 from core.training.projection import AlignedOptions
 from core.training.similarity import settling_text
 from ui import cache, state
+from ui.figures import memo
 from ui.figures import training as figs
 from ui.figures.common import PLOTLY_CONFIG
 from ui.figures.feature_maps import weights_figure, weights_key
@@ -83,7 +84,7 @@ def scrubber(selection: state.Selection) -> Moment | None:
         "Checkpoint",
         values,
         key="train_ckpt",
-        format_func=lambda v: state.checkpoint_label(name, v),
+        format_func=state.checkpoint_labels(name).__getitem__,
         on_change=_on_scrub,
         args=(name,),
         help="The same checkpoint as the sidebar's: every other page shows the model as it was "
@@ -96,10 +97,16 @@ def time_view(moment: Moment) -> None:
     """Training curves with a marker, the aligned projection, the first layer's filters."""
     events = cache.training_grid(moment.name, "training.learning_events")
     st.plotly_chart(
-        figs.curves_figure(moment.run.info.history, moment.epochs, events.accuracy,
-                           float(moment.epochs[moment.index])),
-        config=PLOTLY_CONFIG, key="train_curves",
-    )  # fmt: skip
+        memo.figure(
+            figs.curves_figure,
+            moment.run.info.history,
+            moment.epochs,
+            events.accuracy,
+            float(moment.epochs[moment.index]),
+        ),
+        config=PLOTLY_CONFIG,
+        key="train_curves",
+    )
     n = events.correct.shape[1]
     st.caption(
         f"Dotted: accuracy on {n:,} held-out samples at every checkpoint (init included); "
@@ -117,8 +124,8 @@ def time_view(moment: Moment) -> None:
     proj = cache.training_grid(moment.name, "training.aligned_projection", "held_out", options)
     samples = cache.training_samples(moment.name, "held_out")
     left.plotly_chart(
-        figs.aligned_animation(proj.frames, samples.batch.labels,
-                               moment.run.info.dataset.class_names, moment.labels, moment.index),
+        memo.figure(figs.aligned_animation, proj.frames, samples.batch.labels,
+                    moment.run.info.dataset.class_names, moment.labels, moment.index),
         config=PLOTLY_CONFIG, key="train_projection",
     )  # fmt: skip
     left.caption(
@@ -140,7 +147,9 @@ def filters_view(moment: Moment, where: object) -> None:
     t = moment.index
     weights = WeightImages(frames.layer, frames.images[t] - 0.5, frames.images[t])
     where.markdown(f"**First-layer filters at {moment.label}** ({frames.layer})")
-    where.plotly_chart(weights_figure(weights, cols=8), config=PLOTLY_CONFIG, key="train_filters")
+    where.plotly_chart(
+        memo.figure(weights_figure, weights, cols=8), config=PLOTLY_CONFIG, key="train_filters"
+    )
     growth = frames.norms[t].mean() / frames.norms[0].mean()
     where.caption(f"{weights_key(weights)} Mean filter norm: {growth:.2f}× the initial weights'.")
 
@@ -150,10 +159,17 @@ def grids_view(moment: Moment) -> None:
     cka = cache.training_grid(moment.name, "training.cka_to_final")
     st.subheader("How close each layer is to its final self")
     st.plotly_chart(
-        figs.grid_heatmap(cka.cka, cka.layers, moment.labels, moment.index,
-                          colour_title="linear CKA"),
-        config=PLOTLY_CONFIG, key="train_cka",
-    )  # fmt: skip
+        memo.figure(
+            figs.grid_heatmap,
+            cka.cka,
+            cka.layers,
+            moment.labels,
+            moment.index,
+            colour_title="linear CKA",
+        ),
+        config=PLOTLY_CONFIG,
+        key="train_cka",
+    )
     st.caption(settling_text(cka, moment.labels))
     probes = cache.training_grid(moment.name, "training.probe_grid")
     target = st.selectbox(
@@ -162,10 +178,18 @@ def grids_view(moment: Moment) -> None:
     p = probes.targets.index(target)
     st.subheader(f"How linearly readable the {target} is, per layer and checkpoint")
     st.plotly_chart(
-        figs.grid_heatmap(probes.accuracy[p], probes.layers, moment.labels, moment.index,
-                          colour_title="probe acc.", fmt=".0%"),
-        config=PLOTLY_CONFIG, key="train_probes",
-    )  # fmt: skip
+        memo.figure(
+            figs.grid_heatmap,
+            probes.accuracy[p],
+            probes.layers,
+            moment.labels,
+            moment.index,
+            colour_title="probe acc.",
+            fmt=".0%",
+        ),
+        config=PLOTLY_CONFIG,
+        key="train_probes",
+    )
     st.caption(
         f"Ridge-classifier probe on pooled features, mean of 3 stratified splits of "
         f"{probes.n:,} held-out samples (a quarter tested each time); chance "
@@ -205,10 +229,16 @@ def samples_view(moment: Moment) -> None:
             continue
         when = [moment.labels[f] if f >= 0 else "never" for f in events.final_learned[picked]]
         st.plotly_chart(
-            sample_grid(samples.batch.images[picked], samples.batch.labels[picked],
-                        events.predicted[moment.index, picked], classes),
-            config=PLOTLY_CONFIG, key=f"train_gallery_{kind}",
-        )  # fmt: skip
+            memo.figure(
+                sample_grid,
+                samples.batch.images[picked],
+                samples.batch.labels[picked],
+                events.predicted[moment.index, picked],
+                classes,
+            ),
+            config=PLOTLY_CONFIG,
+            key=f"train_gallery_{kind}",
+        )
         st.caption(
             "Finally learned: "
             + ", ".join(when)
@@ -230,10 +260,16 @@ def overfitting_view(moment: Moment) -> None:
     held = cache.training_grid(moment.name, "training.probe_grid", "held_out")
     t = moment.index
     st.plotly_chart(
-        figs.probe_gap_figure(held.layers, train.accuracy[0, :, t], held.accuracy[0, :, t],
-                              moment.label),
-        config=PLOTLY_CONFIG, key="train_gap",
-    )  # fmt: skip
+        memo.figure(
+            figs.probe_gap_figure,
+            held.layers,
+            train.accuracy[0, :, t],
+            held.accuracy[0, :, t],
+            moment.label,
+        ),
+        config=PLOTLY_CONFIG,
+        key="train_gap",
+    )
     st.caption(
         f"Probes fitted and tested within each set ({train.n:,} training, {held.n:,} held-out "
         "samples). On a label-noise run, a layer whose training-sample probe reads the random "
@@ -256,18 +292,24 @@ def transfer_view(moment: Moment) -> None:
         f"Started from **{source}**" + (f", first {frozen} block(s) frozen." if frozen else ".")
     )
     st.plotly_chart(
-        figs.transfer_figure(report.layers, report.cka, report.probe_source, report.probe_tuned),
-        config=PLOTLY_CONFIG, key="train_transfer",
-    )  # fmt: skip
+        memo.figure(
+            figs.transfer_figure, report.layers, report.cka, report.probe_source, report.probe_tuned
+        ),
+        config=PLOTLY_CONFIG,
+        key="train_transfer",
+    )
     st.caption(
         f"On {report.n:,} held-out samples of the new dataset; probes: ridge classifier of the "
         "new labels, one stratified split (a quarter tested)."
     )
     weights = [i for i, p in enumerate(report.params) if p.endswith("weight")]
     st.plotly_chart(
-        figs.change_figure([report.params[i] for i in weights], report.relative_change[weights]),
-        config=PLOTLY_CONFIG, key="train_change",
-    )  # fmt: skip
+        memo.figure(
+            figs.change_figure, [report.params[i] for i in weights], report.relative_change[weights]
+        ),
+        config=PLOTLY_CONFIG,
+        key="train_change",
+    )
 
 
 VIEWS = {
