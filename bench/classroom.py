@@ -35,10 +35,11 @@ of lesson interactions that ran while jobs were queued or training.
 Prints a table, then as its last line one JSON object: ``sessions``, ``workers``,
 ``cached_p95_s``, ``first_p95_s`` (interactions that were not cached: first visits, or waiting
 on one), ``errors``, ``peak_rss_gb`` (every app process, their workers, nginx and the training
-worker), ``storm_p95_s``, ``jobs_submitted``, ``jobs_finished``, ``jobs_cancelled``, then
-``interactions``, ``p50_s``,
-``p95_s`` (all interactions), ``p95_cached_s``, ``errors`` (failed interactions and failed timed
-fragment reruns), ``peak_rss_mb``, then ``max_s``, ``cached_interactions``, ``skipped_steps``,
+worker, RSS summed: shared pages counted once per process), ``peak_pss_gb`` (the same family's
+PSS: what the machine holds for it), ``storm_p95_s``, ``jobs_submitted``, ``jobs_finished``,
+``jobs_cancelled``, then ``interactions``, ``p50_s``, ``p95_s`` (all interactions),
+``p95_cached_s``, ``errors`` (failed interactions and failed timed fragment reruns),
+``peak_rss_mb``, then ``max_s``, ``cached_interactions``, ``skipped_steps``,
 ``auto_reruns`` and ``p95_auto_rerun_s`` (timed fragment reruns, not counted as interactions),
 ``idle_rss_mb``, ``p95_not_first_s`` (everything but the very first interaction of each step and
 target, including those still waiting on it), ``wall_s``, ``server_tracebacks`` (in its log).
@@ -104,13 +105,19 @@ class Interaction:
 
 
 class MemorySampler(threading.Thread):
-    """Samples the RSS of processes and their children every ``period`` s, as (time, bytes)."""
+    """Samples the memory of processes and their children every ``period`` s.
+
+    RSS counts a page shared by several processes (the torch libraries, a forked worker's
+    inherited memory) once in each; PSS splits it between them, so the family's PSS is what
+    the machine holds for it. Both are kept: ``samples`` as (time, RSS bytes), ``pss`` bytes.
+    """
 
     def __init__(self, pids: list[int], period: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.processes = [psutil.Process(pid) for pid in pids]
         self.period = period
         self.samples: list[tuple[float, int]] = []
+        self.pss: list[int] = []
         self.stopped = threading.Event()
 
     @property
@@ -134,13 +141,18 @@ class MemorySampler(threading.Thread):
         return found
 
     def rss(self) -> int:
-        total = 0
+        return self.measure()[0]
+
+    def measure(self) -> tuple[int, int]:
+        """The family's summed RSS and PSS, in bytes."""
+        rss = pss = 0
         for process in self.family():
             try:
-                total += process.memory_info().rss
+                info = process.memory_full_info()
             except psutil.Error:
                 continue
-        return total
+            rss, pss = rss + info.rss, pss + info.pss
+        return rss, pss
 
     def cpu_seconds(self) -> float:
         total = 0.0
@@ -154,7 +166,9 @@ class MemorySampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(self.period):
-            self.samples.append((time.perf_counter(), self.rss()))
+            rss, pss = self.measure()
+            self.samples.append((time.perf_counter(), rss))
+            self.pss.append(pss)
 
 
 def start_server(port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen:
@@ -430,6 +444,7 @@ def report(
         "first_p95_s": json_seconds(percentiles(first_s)[1]),
         "errors": sum(not item.result.ok for item in log),
         "peak_rss_gb": round(memory.peak / 2**30, 2),
+        "peak_pss_gb": round(max(memory.pss, default=0) / 2**30, 2),
         "storm_p95_s": json_seconds(percentiles(storm_s)[1]),
         "jobs_finished": states["done"],
         "jobs_submitted": len(jobs),
@@ -452,7 +467,8 @@ def report(
         f"\n{len(interactions)} interactions by {args.sessions} students, "
         f"{summary['errors']} errors, {skipped} steps not taken · p50 {p50:.2f} s, p95 {p95:.2f} s"
         f" (cached p95 {p95_cached:.2f} s over {len(warm_s)}) · server RSS "
-        f"{summary['idle_rss_mb']} MB idle, {summary['peak_rss_mb']} MB peak · "
+        f"{summary['idle_rss_mb']} MB idle, {summary['peak_rss_mb']} MB peak "
+        f"(PSS peak {summary['peak_pss_gb']:.2f} GB) · "
         f"{sum(item.result.restarts for item in log)} runs cut short by st.rerun()"
     )
     return summary

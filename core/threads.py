@@ -22,6 +22,12 @@ def fit_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def threads_per_process(processes: int) -> int:
+    """Torch threads for each of ``processes`` server processes sharing the machine: its cores
+    split between them, so their forward passes do not oversubscribe the cores."""
+    return max(1, (os.cpu_count() or 2) // max(1, processes))
+
+
 @contextmanager
 def limited_threads() -> Iterator[None]:
     """Caps BLAS/OpenMP threads at :func:`fit_threads` for a scikit-learn or numpy fit.

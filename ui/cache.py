@@ -9,6 +9,7 @@ report card are in :mod:`ui.fits`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import threading
@@ -23,6 +24,7 @@ from core import worker
 from core.activations import LayerInfo, list_layers
 from core.analysis import Batch, Compatibility, Inputs, get
 from core.attention import sites as attention_sites
+from core.attributions.methods import AttributionOptions, first_view_options
 from core.data import uploads
 from core.data.datasets import Dataset
 from core.extract import sources
@@ -195,16 +197,29 @@ def batch(run: LoadedRun, inputs: Inputs) -> Batch:
 
 
 _RESULTS: Results[Any] = Results("analyses", 256)
-_STORED: dict[str, tuple[str, Callable[[Inputs, Any], dict[str, Any] | None]]] = {
-    "feature_maps.feature_vis": ("feature-vis", lambda i, o: {"inputs": i, "options": o}),
-    "attention.head_statistics": (  # a whole split, default options: make assets ships it
-        "head-stats",
-        lambda i, o: {"split": i.split} if i == Inputs(split=i.split) and o == type(o)() else None,
-    ),
-    "attention.object_attention": (
-        "object-attention",
-        lambda i, o: {"split": i.split} if i == Inputs(split=i.split) and o == type(o)() else None,
-    ),
+
+
+def _whole_split(run: LoadedRun, inputs: Inputs, options: Any) -> dict[str, Any] | None:
+    """The key of a whole split with default options (what ``make assets`` ships), else None."""
+    plain = inputs == Inputs(split=inputs.split) and options == type(options)()
+    return {"split": inputs.split} if plain else None
+
+
+def _first_maps(run: LoadedRun, inputs: Inputs, options: Any) -> dict[str, Any] | None:
+    """The key of the Attributions page's first maps (what ``make assets`` ships), else None:
+    other maps are not worth a file each."""
+    name = run.info.name
+    first = first_view_options(layers(name), run.info.input_shape[-1])
+    opened = AttributionOptions(**dataclasses.asdict(first), methods=options.methods)
+    sample = Inputs.sample(predictions(name, "val").first_correct)
+    return {"inputs": inputs, "options": options} if (inputs, options) == (sample, opened) else None
+
+
+_STORED: dict[str, tuple[str, Callable[[LoadedRun, Inputs, Any], dict[str, Any] | None]]] = {
+    "feature_maps.feature_vis": ("feature-vis", lambda r, i, o: {"inputs": i, "options": o}),
+    "attention.head_statistics": ("head-stats", _whole_split),
+    "attention.object_attention": ("object-attention", _whole_split),
+    "attributions.maps": ("attribution-maps", _first_maps),
 }
 """Analyses kept in the run's result store: name -> (stored name, key of these inputs and
 options, ``None``: not stored). The shipped runs' store is written by ``make assets``."""
@@ -228,8 +243,8 @@ def analysis(name: str, analysis: str, inputs: Inputs, options: Any = None, labe
         def result() -> Any:
             return spec.function(run.model, batch(name, inputs), options, progress=progress)
 
-        kept_as, key_of = _STORED.get(analysis, ("", lambda i, o: None))
-        args = key_of(inputs, options)
+        kept_as, key_of = _STORED.get(analysis, ("", lambda r, i, o: None))
+        args = key_of(run, inputs, options)
         return result() if args is None else pre.stored(run, kept_as, args, object, result)
 
     key = (name, mtime, analysis, inputs, options)

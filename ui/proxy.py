@@ -17,12 +17,15 @@ What can go wrong: a process dies: nginx sends its students' reconnects to anoth
 so the view is kept (the URL holds it) but session-only state (an uploaded image) is not. A
 dead process is not restarted: its students now live elsewhere, and a restarted one would take
 back their image requests from the process holding their sessions. Restart the whole command
-to restore capacity. Each process costs its own memory (see the README, "Performance").
+to restore capacity. Each process costs its own memory (see the README, "Performance"), and
+gets its share of the cores for torch (``OMP_NUM_THREADS``), so N processes computing at once
+do not fight over them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
 import signal
@@ -33,6 +36,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from core.threads import threads_per_process
 from ui.serve import free_port, launch
 
 COOKIE = "layerscope_id"
@@ -113,7 +117,12 @@ class Cluster:
         self.backends = [free_port() for _ in range(workers)]
         self.servers: list[subprocess.Popen] = []
         self.nginx: subprocess.Popen | None = None
-        shared = {**(env or {}), "STREAMLIT_SERVER_COOKIE_SECRET": secrets.token_hex(16)}
+        shared = {
+            # torch's threads in each process: the cores split between them, unless set
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads_per_process(workers))),
+            **(env or {}),
+            "STREAMLIT_SERVER_COOKIE_SECRET": secrets.token_hex(16),
+        }
         logs = log_dir or self.folder
         try:
             for i, backend in enumerate(self.backends):

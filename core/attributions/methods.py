@@ -217,6 +217,16 @@ def default_cam_layer(layers: Sequence[LayerInfo]) -> str | None:
     return (top or spatial or [None])[-1]
 
 
+def first_view_options(layers: Sequence[LayerInfo], side: int) -> MethodOptions:
+    """The method parameters the Attributions page opens with, for a model with ``layers`` on
+    ``side``-pixel images: its widgets' defaults, and the key of the maps ``make assets``
+    stores for a shipped run's first view."""
+    window, stride = occlusion_patch(side)
+    names = cam_layers(layers)
+    cam = default_cam_layer(layers) or (names[0] if names else "")
+    return MethodOptions(occlusion_window=window, occlusion_stride=stride, cam_layer=cam)
+
+
 def cam_compatible(layers: Sequence[LayerInfo]) -> Compatibility:
     """Whether Grad-CAM and Guided Grad-CAM apply: they need a layer of maps or tokens."""
     if cam_layers(layers):

@@ -10,13 +10,16 @@ What ships for each run (computed by :func:`precompute_run`) is what the first v
 predictions for the home page and the projections' colours, the layer report card (trained
 and random init, at the default sample count) with its CKA matrices, head statistics (and
 attention on the object, for ``shapes``) for a ViT, the map view's default projections (UMAP
-and PCA, 2-D, of the report card's layers and any other layers asked for) and the across-depth
-view (PCA and UMAP).
+and PCA, 2-D, of the report card's layers and any other layers asked for), the across-depth
+view (PCA and UMAP), and the Attributions page's first maps (each method on the first
+correctly classified validation sample): every server process would otherwise compute these
+itself, on the first visit of each.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,13 +29,19 @@ import numpy as np
 
 from core import result_store
 from core.activations import INPUT, list_layers
-from core.analysis import Batch
+from core.analysis import Batch, Inputs
 from core.attention import objects
 from core.attention import sites as attention_sites
 from core.attention import statistics as head_stats
+from core.attributions.methods import (
+    AttributionOptions,
+    attribution_maps,
+    first_view_options,
+    supported_methods,
+)
 from core.data.datasets import adapt_images, stratified_sample
 from core.models.evaluation import Predictions, predict
-from core.models.runs import LoadedRun, RunInfo
+from core.models.runs import LoadedRun, RunInfo, inputs_batch
 from core.projections import features as feats
 from core.projections import fits as proj
 from core.projections import report_card as card
@@ -58,6 +67,7 @@ VERSIONS = {
     "projection": 1,
     "depth": 1,
     "feature-vis": 1,
+    "attribution-maps": 1,
     "training-cka_to_final": 1,  # the Training page's (core.training.recipes)
     "training-probe_grid": 1,
     "training-aligned_projection": 1,
@@ -312,6 +322,15 @@ def precompute_run(
         keep("head-stats", {"split": "val"}, lambda: head_statistics(run, "val"))
         if run.dataset.masks is not None:
             keep("object-attention", {"split": "val"}, lambda: object_attention(run, "val"))
+
+    inputs = Inputs.sample(predictions(run, "val").first_correct)
+    batch = inputs_batch(run, inputs)
+    layers = list_layers(run.model, run.info.input_shape)
+    first = dataclasses.asdict(first_view_options(layers, run.info.input_shape[-1]))
+    for method in supported_methods(layers):
+        options = AttributionOptions(**first, methods=(method,))
+        args = {"inputs": inputs, "options": options}
+        keep("attribution-maps", args, lambda o=options: attribution_maps(run.model, batch, o))
 
     ladder = report_layers(run)
     wanted = list(dict.fromkeys([*ladder, *map_layers_too]))

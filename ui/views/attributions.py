@@ -40,7 +40,7 @@ from core.attributions.methods import (
     cam_compatible,
     cam_layers,
     default_cam_layer,
-    occlusion_patch,
+    first_view_options,
     supported_methods,
 )
 from core.attributions.sanity import SANITY_METHODS, SanityOptions
@@ -104,9 +104,10 @@ def requested(key: str, label: str, params: tuple) -> bool:
 
 def _method_parameters(side: int, layers: list[LayerInfo], target: int | None) -> MethodOptions:
     """The "Method parameters" expander's widgets, as options."""
-    window, stride = occlusion_patch(side)
+    first = first_view_options(layers, side)
+    window, stride = first.occlusion_window, first.occlusion_stride
     names = cam_layers(layers)
-    cam_default = default_cam_layer(layers) or (names or ["(none)"])[0]
+    cam_default = first.cam_layer or "(none)"
     with st.expander("Method parameters"):
         c1, c2, c3, c4 = st.columns(4)
         baseline = c1.selectbox(
