@@ -250,7 +250,9 @@ class StreamlitTab:
     ) -> FINISHED.ValueType | None:
         """Applies one message; returns the run's finishing status when it is the last one."""
         kind = msg.WhichOneof("type")
-        if kind == "navigation":  # st.navigation names the page it ran (new_session: app.py)
+        if kind == "new_session" and not msg.metadata.run.fragment_ids:
+            self._timers.clear()  # as the frontend: a full run's fragments announce their timers
+        elif kind == "navigation":  # st.navigation names the page it ran (new_session: app.py)
             if msg.navigation.page_script_hash != self.page_hash:
                 self._timers.clear()  # a new page: the old page's timers go, as in the frontend
             self.page_hash = msg.navigation.page_script_hash
