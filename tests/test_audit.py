@@ -141,8 +141,11 @@ def _red_batch(n: int = 80) -> Batch:
 
 
 @pytest.mark.parametrize("method", ["fastcav", "tcav"])
-def test_a_concept_that_drives_the_class_is_significant(method: str) -> None:
-    before = set(Path(tempfile.gettempdir()).glob("layerscope-tcav-*"))
+def test_a_concept_that_drives_the_class_is_significant(
+    method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # not another test's CAVs
+    before = set(tmp_path.glob("layerscope-tcav-*"))
     options = ConceptOptions(
         factor="colour", value=0, target=0, layers=("features",), method=method,
         n_random=10, set_size=10, n_inputs=20,
@@ -155,7 +158,7 @@ def test_a_concept_that_drives_the_class_is_significant(method: str) -> None:
     against = concept_test(_red_model(), _red_batch(), ConceptOptions(**{
         **options.__dict__, "target": 1}))  # fmt: skip
     np.testing.assert_array_equal(against.scores, 0.0)  # ... and lowers class 1
-    assert set(Path(tempfile.gettempdir()).glob("layerscope-tcav-*")) == before  # no CAV kept
+    assert set(tmp_path.glob("layerscope-tcav-*")) == before  # no CAV kept
 
 
 def test_a_concept_test_needs_concept_images() -> None:
