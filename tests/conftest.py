@@ -3,13 +3,28 @@ Chromium for the browser tests (started on first use, shared by every browser te
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 from browser_support import CHROMIUM, CHROMIUM_ARGS
+
+# One thread per math library, here and in every process the tests start (the served app, fit
+# workers, Ray workers, training daemons; they inherit the environment): the suite runs in two
+# processes on a two-core machine beside the app servers, and each library's default (a thread
+# per core, spinning at barriers) makes that four or more busy threads per core, which slowed
+# tiny models' passes tenfold. The shipped runs' stored results were made with one thread too
+# (``make assets``). An explicit OMP_NUM_THREADS in the environment wins.
+THREADS = int(os.environ.setdefault("OMP_NUM_THREADS", "1"))
+for _variable in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_variable, str(THREADS))
+torch.set_num_threads(THREADS)
+threadpool_limits(THREADS)  # numpy's BLAS, loaded before this file
 
 
 @pytest.fixture(autouse=True)
