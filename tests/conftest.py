@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,42 @@ for _variable in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_variable, str(THREADS))
 torch.set_num_threads(THREADS)
 threadpool_limits(THREADS)  # numpy's BLAS, loaded before this file
+
+# The files that take longest, longest first (measured with --durations; browser journeys and
+# the servers they start). xdist hands whole files to its two processes in collection order
+# (``--no-loadscope-reorder`` in pyproject.toml), so longest first means no long file starts
+# last and runs alone at the end (it did: the audit and features journeys, one test each, ran
+# last by xdist's own order, most tests first). The other files follow, most tests first.
+LONGEST_FIRST = (
+    "test_journeys.py",
+    "test_browser.py",
+    "test_audit_browser.py",
+    "test_journey_features.py",
+    "test_serving.py",
+    "test_journey_store.py",
+    "test_journey_training.py",
+    "test_jobs.py",
+    "test_train_runs.py",
+    "test_page_attention.py",
+    "test_page_projections.py",
+    "test_journeys_tokens.py",
+    "test_extract.py",
+    "test_page_audit.py",
+    "test_journey_queue.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Orders the files as :data:`LONGEST_FIRST` says (each file's tests keep their order)."""
+    counts = Counter(item.path.name for item in items)
+
+    def rank(item: pytest.Item) -> tuple[int, int, str]:
+        name = item.path.name
+        first = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return first, -counts[name], str(item.path)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True)
