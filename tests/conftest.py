@@ -13,7 +13,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS
+from browser_support import CHROMIUM, CHROMIUM_ARGS, stop_server
 
 # One thread per math library, here and in every process the tests start (the served app, fit
 # workers, Ray workers, training daemons; they inherit the environment): the suite runs in two
@@ -91,7 +91,7 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, served_runs: Path, served_stores: Path
 ) -> Iterator[tuple[str, float]]:
     """The app served on a free localhost port; yields its URL and seconds until healthy."""
-    from ui.serve import free_port, launch, stop
+    from ui.serve import free_port, launch
 
     port = free_port()
     env = {
@@ -105,7 +105,7 @@ def server(
     try:
         yield f"http://127.0.0.1:{port}", time.perf_counter() - started
     finally:
-        stop(process)
+        stop_server(process)
         log.close()
 
 
