@@ -7,8 +7,10 @@ behind Streamlit's ``history.replaceState``, so :func:`location` asks the page i
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -25,6 +27,28 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """Stops an app server (:func:`ui.serve.stop`) and then whatever it started that is still
+    running (its fit worker, left behind when the server is killed after its grace period)."""
+    import psutil
+
+    from ui.serve import stop
+
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    stop(process)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    for child in psutil.wait_procs(children, timeout=10)[1]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
 BUSY = "[data-testid='stStatusWidget'], [data-testid='stSpinner']"
 
 

@@ -3,13 +3,65 @@ Chromium for the browser tests (started on first use, shared by every browser te
 
 from __future__ import annotations
 
+import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS
+from browser_support import CHROMIUM, CHROMIUM_ARGS, stop_server
+
+# One thread per math library, here and in every process the tests start (the served app, fit
+# workers, Ray workers, training daemons; they inherit the environment): the suite runs in two
+# processes on a two-core machine beside the app servers, and each library's default (a thread
+# per core, spinning at barriers) makes that four or more busy threads per core, which slowed
+# tiny models' passes tenfold. The shipped runs' stored results were made with one thread too
+# (``make assets``). An explicit OMP_NUM_THREADS in the environment wins.
+THREADS = int(os.environ.setdefault("OMP_NUM_THREADS", "1"))
+for _variable in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_variable, str(THREADS))
+torch.set_num_threads(THREADS)
+threadpool_limits(THREADS)  # numpy's BLAS, loaded before this file
+
+# The files that take longest, longest first (measured with --durations; browser journeys and
+# the servers they start). xdist hands whole files to its two processes in collection order
+# (``--no-loadscope-reorder`` in pyproject.toml), so longest first means no long file starts
+# last and runs alone at the end (it did: the audit and features journeys, one test each, ran
+# last by xdist's own order, most tests first). The other files follow, most tests first.
+LONGEST_FIRST = (
+    "test_journeys.py",
+    "test_browser.py",
+    "test_audit_browser.py",
+    "test_journey_features.py",
+    "test_serving.py",
+    "test_journey_store.py",
+    "test_journey_training.py",
+    "test_jobs.py",
+    "test_train_runs.py",
+    "test_page_attention.py",
+    "test_page_projections.py",
+    "test_journeys_tokens.py",
+    "test_extract.py",
+    "test_page_audit.py",
+    "test_journey_queue.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Orders the files as :data:`LONGEST_FIRST` says (each file's tests keep their order)."""
+    counts = Counter(item.path.name for item in items)
+
+    def rank(item: pytest.Item) -> tuple[int, int, str]:
+        name = item.path.name
+        first = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return first, -counts[name], str(item.path)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +91,7 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, served_runs: Path, served_stores: Path
 ) -> Iterator[tuple[str, float]]:
     """The app served on a free localhost port; yields its URL and seconds until healthy."""
-    from ui.serve import free_port, launch, stop
+    from ui.serve import free_port, launch
 
     port = free_port()
     env = {
@@ -53,7 +105,7 @@ def server(
     try:
         yield f"http://127.0.0.1:{port}", time.perf_counter() - started
     finally:
-        stop(process)
+        stop_server(process)
         log.close()
 
 

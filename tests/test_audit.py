@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 import tempfile
 import zipfile
 from pathlib import Path
@@ -159,6 +160,9 @@ def test_a_concept_that_drives_the_class_is_significant(
         **options.__dict__, "target": 1}))  # fmt: skip
     np.testing.assert_array_equal(against.scores, 0.0)  # ... and lowers class 1
     assert set(tmp_path.glob("layerscope-tcav-*")) == before  # no CAV kept
+    random.seed(1)  # another state of Python's random, which captum's classifier shuffles with
+    again = concept_test(_red_model(), _red_batch(), options)
+    np.testing.assert_array_equal(again.random_scores, test.random_scores)
 
 
 def test_a_concept_test_needs_concept_images() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import ARTIFACTS, CHROMIUM, new_page, open_url, settle
+from browser_support import ARTIFACTS, CHROMIUM, new_page, open_url, settle, stop_server
 
 PAGES = [  # the first request goes straight to a page, as a shared link would
     ("feature_maps", "cnn-shapes"),
@@ -108,7 +108,7 @@ def test_torchvision_vit_attention(
 def test_plain_streamlit_run_serves_a_deep_link_first(tmp_path: Path, browser: object) -> None:
     """`streamlit run app.py` on a fresh server: the first visitor opens /feature_maps directly
     and gets the app (its sidebar and page links), not Streamlit's legacy page list."""
-    from ui.serve import free_port, launch, stop
+    from ui.serve import free_port, launch
 
     port = free_port()
     env = {"LAYERSCOPE_RUNS": str(tmp_path / "runs"), "LAYERSCOPE_DATA": str(tmp_path / "data")}
@@ -123,4 +123,4 @@ def test_plain_streamlit_run_serves_a_deep_link_first(tmp_path: Path, browser: o
         assert page.get_by_role("heading", name="Feature maps").count() == 1
         assert page.get_by_label("Channel (0–15)").input_value() == "3"
     finally:
-        stop(process)
+        stop_server(process)

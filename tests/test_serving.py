@@ -4,10 +4,13 @@ process dies its reconnect lands on the other and the page its URL names comes b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bench.streamlit_client import StreamlitTab
@@ -36,8 +39,17 @@ def opened(port: int, student: str, page: str = "", query: str = "") -> str:
         return pool.submit(asyncio.run, visit(port, student, page, query)).result()
 
 
+def descendants(process: subprocess.Popen) -> list[psutil.Process]:
+    """The processes ``process`` started (its fit worker), still running or not."""
+    try:
+        return psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
 def test_sticky_sessions_and_a_dead_process(tmp_path: Path) -> None:
     cluster = Cluster(2, free_port(), env={"LAYERSCOPE_RUNS": str(tmp_path)})
+    orphans: list[psutil.Process] = []  # a killed server's fit worker outlives it
     try:
         students = [f"student-{i}" for i in range(6)]
         for student in students:
@@ -48,6 +60,7 @@ def test_sticky_sessions_and_a_dead_process(tmp_path: Path) -> None:
         assert cluster.backend_of("student-0") == homes["student-0"]  # sticky
 
         victim = cluster.backends.index(homes["student-0"])
+        orphans += descendants(cluster.servers[victim])
         cluster.servers[victim].kill()
         cluster.servers[victim].wait(10)
         query = "run=cnn-shapes&sample=3"
@@ -57,4 +70,11 @@ def test_sticky_sessions_and_a_dead_process(tmp_path: Path) -> None:
         others = [s for s in students if homes[s] == survivor]
         assert all(opened(cluster.port, s) == "ok" for s in others[:2])
     finally:
+        orphans += [child for server in cluster.servers for child in descendants(server)]
         cluster.stop()
+        for child in orphans:  # else left running, ~400 MB each, after the suite
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.terminate()
+        for child in psutil.wait_procs(orphans, timeout=10)[1]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()

@@ -28,6 +28,7 @@ comparisons; one seed is one draw of the random sets.
 
 from __future__ import annotations
 
+import random
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -284,13 +285,18 @@ def _captum_scores(
     ):
         warnings.simplefilter("ignore", UserWarning)  # captum's notes on its default classifier
         torch.manual_seed(seed)
-        tcav = TCAV(model, list(layers), save_path=tmp, model_id="this-run")
-        out = tcav.interpret(
-            torch.as_tensor(inputs).to(device),
-            [[concepts[a], concepts[b]] for a, b in pairs],
-            target=target,
-            processes=None,
-        )
+        shuffled = random.getstate()  # captum's classifier shuffles with Python's own random
+        random.seed(seed)
+        try:
+            tcav = TCAV(model, list(layers), save_path=tmp, model_id="this-run")
+            out = tcav.interpret(
+                torch.as_tensor(inputs).to(device),
+                [[concepts[a], concepts[b]] for a, b in pairs],
+                target=target,
+                processes=None,
+            )
+        finally:
+            random.setstate(shuffled)
     scores = np.empty((len(layers), 2, r))
     for k, (a, b) in enumerate(pairs):
         for i, layer in enumerate(layers):
