@@ -117,18 +117,15 @@ def _roots_state() -> tuple:
     return tuple(state)
 
 
-_scanned: list[tuple[tuple, tuple[list[RunInfo], list[runs.RunError]]]] = []
+@functools.lru_cache(maxsize=1)
+def _scan(roots_state: tuple) -> tuple[list[RunInfo], list[runs.RunError]]:
+    return runs.scan_runs()
 
 
 def run_scan() -> tuple[list[RunInfo], list[runs.RunError]]:
     """All readable runs, and an error for each run folder that could not be read; read again
     only when a run folder changed (pages ask several times per rerun)."""
-    key = _roots_state()
-    if _scanned and _scanned[0][0] == key:
-        return _scanned[0][1]
-    scanned = runs.scan_runs()
-    _scanned[:] = [(key, scanned)]
-    return scanned
+    return _scan(_roots_state())
 
 
 def run_list() -> list[RunInfo]:
